@@ -1,0 +1,1 @@
+"""Agents: the interface, the runtime that runs them, model providers."""

@@ -1,0 +1,179 @@
+"""What an agent may do during one job: call the model, find contacts, propose actions.
+
+Every call leaves an event: ``ModelCalled`` for the model, ``ContactCreated`` or
+``ContactRecalled`` for contacts, ``ActionProposed`` + ``ApprovalRequested`` for effects.
+Replaying a job after a crash is safe: contact creation and proposals carry idempotency keys
+derived from the job, so a second run finds what the first one wrote.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from agents.base import Agent, Capability
+from agents.errors import CapabilityError
+from agents.providers.base import ModelProvider, ModelRequest, ModelResponse
+from connectors.base import Connector
+from store import events as ev
+from store import queries
+from store.log import EventLog, utcnow
+from store.queries import ContactView
+
+
+@dataclass(frozen=True)
+class Proposal:
+    action_id: str
+    token: str
+    summary: str
+
+
+class AgentContext:
+    """Handed to :meth:`Agent.run`. One per job run."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        agent: Agent[Any, Any],
+        log: EventLog,
+        model: ModelProvider,
+        connectors: Mapping[str, Connector],
+        approval_ttl: timedelta,
+        operator_name: str,
+    ) -> None:
+        self.job_id = job_id
+        self.operator_name = operator_name
+        self._agent = agent
+        self._log = log
+        self._model = model
+        self._connectors = connectors
+        self._approval_ttl = approval_ttl
+        self._proposals = 0
+        self._actor = f"agent:{agent.name}"
+
+    def _meta(self) -> ev.Metadata:
+        return ev.Metadata(actor=self._actor, correlation_id=self.job_id)
+
+    # Model -----------------------------------------------------------------------------
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        """Call the model and record the call (model, tokens, latency) in the job's stream."""
+        started = time.perf_counter()
+        response = self._model.complete(request)
+        self._log.append(
+            ev.job_stream(self.job_id),
+            [
+                ev.ModelCalled(
+                    job_id=self.job_id,
+                    task=request.task,
+                    provider=response.provider,
+                    model=response.model,
+                    prompt_tokens=response.usage.prompt_tokens,
+                    completion_tokens=response.usage.completion_tokens,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                    offline=response.offline,
+                )
+            ],
+            metadata=self._meta(),
+        )
+        return response
+
+    # Contacts --------------------------------------------------------------------------
+
+    def find_or_create_contact(
+        self, *, name: str, email: str, company: str
+    ) -> tuple[ContactView, bool]:
+        """The contact with this email, created if new. Returns (contact, created)."""
+        existing = queries.contact_by_email(email)
+        if existing is None:
+            contact_id = uuid.uuid4().hex
+            result = self._log.append(
+                ev.contact_stream(contact_id),
+                [
+                    ev.NewEvent(
+                        ev.ContactCreated(
+                            contact_id=contact_id, name=name, email=email.lower(), company=company
+                        ),
+                        idempotency_key=f"contact:{email.lower()}",
+                    )
+                ],
+                metadata=self._meta(),
+                expected_version=0,
+            )
+            if not result.duplicate:
+                return queries.get_contact(contact_id), True
+            existing = queries.contact_by_email(email)
+            assert existing is not None
+        self._log.append(
+            ev.contact_stream(existing.contact_id),
+            [
+                ev.NewEvent(
+                    ev.ContactRecalled(contact_id=existing.contact_id, job_id=self.job_id),
+                    idempotency_key=f"contact-recalled:{existing.contact_id}:{self.job_id}",
+                )
+            ],
+            metadata=self._meta(),
+        )
+        return existing, False
+
+    # Actions ---------------------------------------------------------------------------
+
+    def propose(
+        self,
+        connector: str,
+        action: str,
+        params: Mapping[str, Any],
+        *,
+        summary: str,
+        contact_id: str | None = None,
+    ) -> Proposal:
+        """Propose a write action; it waits for the operator's approval."""
+        cap = Capability(connector, action, "write")
+        if cap not in self._agent.capabilities:
+            raise CapabilityError(
+                f"agent {self._agent.name!r} did not declare {cap}; declared: "
+                f"{', '.join(str(c) for c in sorted(self._agent.capabilities)) or 'nothing'}"
+            )
+        validated = self._connectors[connector].validate(action, params).model_dump(mode="json")
+        self._proposals += 1
+        key = f"{self.job_id}:proposal:{self._proposals}"
+        action_id = uuid.uuid4().hex
+        token = secrets.token_urlsafe(9)
+        result = self._log.append(
+            ev.action_stream(action_id),
+            [
+                ev.NewEvent(
+                    ev.ActionProposed(
+                        action_id=action_id,
+                        job_id=self.job_id,
+                        connector=connector,
+                        action=action,
+                        params=validated,
+                        idempotency_key=key,
+                        summary=summary,
+                        contact_id=contact_id,
+                    ),
+                    idempotency_key=key,
+                ),
+                ev.ApprovalRequested(
+                    action_id=action_id,
+                    job_id=self.job_id,
+                    token=token,
+                    expires_at=utcnow() + self._approval_ttl,
+                ),
+            ],
+            metadata=self._meta(),
+            expected_version=0,
+        )
+        if result.duplicate:  # a re-run of this job: the proposal already exists
+            first = result.events[0].data
+            assert isinstance(first, ev.ActionProposed)
+            approval = queries.approval_for_action(first.action_id)
+            return Proposal(action_id=first.action_id, token=approval.token, summary=first.summary)
+        return Proposal(action_id=action_id, token=token, summary=summary)

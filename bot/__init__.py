@@ -1,0 +1,1 @@
+"""Channels (console, later Telegram and Slack), dispatch, notifier, rendering and the CLI."""

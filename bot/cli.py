@@ -1,0 +1,268 @@
+"""The ``opcore`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from bot import render
+from bot.console import CHANNEL as CONSOLE
+from bot.console import ConsoleChannel
+from bot.dispatch import Dispatcher
+from bot.errors import BotError
+from bot.notifier import Notifier
+from config import ConfigError, Settings, load_settings
+from jobs.errors import JobsError, WorkerSetupError
+from jobs.runtime import Runtime, build_runtime
+from jobs.service import JobService
+from store import open_store, queries
+from store.db import redact
+from store.errors import NotFoundError, StoreError
+
+logger = logging.getLogger("opcore")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        result: int = args.func(settings, args)
+        return result
+    except (ConfigError, StoreError, JobsError, BotError) as exc:
+        print(f"opcore: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opcore", description="The operational core of a one-person company."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser(
+        "run", help="start opcore: channels, and workers when the broker is in-process"
+    ).set_defaults(func=cmd_run)
+    sub.add_parser(
+        "console", help="chat with opcore on this terminal (works with piped input)"
+    ).set_defaults(func=cmd_run)
+    sub.add_parser("worker", help="run job workers (for a redis:// broker)").set_defaults(
+        func=cmd_worker
+    )
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(
+        func=cmd_migrate
+    )
+
+    events = sub.add_parser("events", help="print the event log")
+    events.add_argument("--job", help="only the events of this job (id or short id)")
+    events.add_argument("--limit", type=int, default=200)
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(func=cmd_events)
+
+    jobs = sub.add_parser("jobs", help="print the jobs")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--json", action="store_true")
+    jobs.set_defaults(func=cmd_jobs)
+
+    approvals = sub.add_parser("approvals", help="print the approvals waiting")
+    approvals.add_argument("--json", action="store_true")
+    approvals.set_defaults(func=cmd_approvals)
+
+    trace = sub.add_parser("trace", help="print what happened in a job")
+    trace.add_argument("job")
+    trace.add_argument("--json", action="store_true")
+    trace.set_defaults(func=cmd_trace)
+    return parser
+
+
+# Long-running commands ---------------------------------------------------------------
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    runtime = build_runtime(settings, with_worker=settings.in_process_broker)
+    if not settings.in_process_broker:
+        print(
+            f"opcore: broker is {redact(settings.broker_url)}; start workers with `opcore worker`.",
+            file=sys.stderr,
+        )
+    try:
+        service = JobService(runtime)
+        dispatcher = Dispatcher(settings=settings, service=service, log=runtime.store.log)
+        console = ConsoleChannel(
+            dispatcher=dispatcher,
+            in_flight=service.in_flight,
+            notifications_pending=lambda: notifier.pending(),
+            drain_seconds=settings.console_drain_seconds,
+        )
+        notifier = Notifier(log=runtime.store.log, channel=CONSOLE, deliver=console.deliver)
+        notifier.start()
+        try:
+            return console.run()
+        finally:
+            notifier.stop()
+    finally:
+        runtime.close()
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.in_process_broker:
+        raise WorkerSetupError(
+            "the broker is memory://, which lives inside `opcore run`; set OPCORE_BROKER_URL=redis://… "
+            "to run separate workers"
+        )
+    runtime: Runtime = build_runtime(settings, with_worker=True)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(
+        f"opcore worker: {settings.worker_threads} threads on {redact(settings.broker_url)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        stop.wait()
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from store.db import open_database
+    from store.migrate import migrate
+
+    applied = migrate(open_database(settings.resolved_database_url))
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+# Read-only commands ------------------------------------------------------------------
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _dump(obj: object) -> str:
+    return json.dumps(obj, default=_json_default, ensure_ascii=False, sort_keys=True)
+
+
+def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings.resolved_database_url)
+    try:
+        if args.job:
+            events = store.log.read_correlated(queries.find_job(args.job).job_id)
+        else:
+            events = store.log.read_all(limit=args.limit)
+        for e in events:
+            if args.json:
+                print(
+                    _dump(
+                        {
+                            "position": e.position,
+                            "event_id": e.event_id,
+                            "stream_id": e.stream_id,
+                            "version": e.version,
+                            "type": e.type,
+                            "data": e.data.model_dump(mode="json"),
+                            "metadata": e.metadata.model_dump(mode="json"),
+                            "idempotency_key": e.idempotency_key,
+                            "recorded_at": e.recorded_at,
+                        }
+                    )
+                )
+            else:
+                print(
+                    f"{e.position:>6} {e.recorded_at:%Y-%m-%d %H:%M:%S} {e.stream_id[:14]:<14} v{e.version:<3} "
+                    f"{e.type:<18} {e.metadata.actor}"
+                )
+    except NotFoundError as exc:
+        print(f"opcore: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings.resolved_database_url)
+    try:
+        for job in queries.list_jobs(limit=args.limit):
+            print(_dump(asdict(job)) if args.json else render.job_line(job))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_approvals(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings.resolved_database_url)
+    try:
+        pending = queries.pending_approvals(limit=1000)
+        if not pending and not args.json:
+            print("No approvals waiting.")
+        for approval in pending:
+            action = queries.get_action(approval.action_id)
+            if args.json:
+                print(_dump({"approval": asdict(approval), "action": asdict(action)}))
+            else:
+                print(render.approval_line(approval, action))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings.resolved_database_url)
+    try:
+        job = queries.find_job(args.job)
+        events = store.log.read_correlated(job.job_id)
+        if args.json:
+            print(
+                _dump(
+                    {
+                        "job": asdict(job),
+                        "events": [
+                            {
+                                "position": e.position,
+                                "type": e.type,
+                                "recorded_at": e.recorded_at,
+                                "actor": e.metadata.actor,
+                                "data": e.data.model_dump(mode="json"),
+                            }
+                            for e in events
+                        ],
+                    }
+                )
+            )
+        else:
+            print(render.trace(job, events))
+    except NotFoundError as exc:
+        print(f"opcore: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

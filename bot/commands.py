@@ -1,0 +1,59 @@
+"""Slash commands: the table of what exists, and pure parsing of a message into a command."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    usage: str
+    help: str
+    needs_args: bool = False
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    spec.name: spec
+    for spec in (
+        CommandSpec("help", "/help", "what I can do"),
+        CommandSpec(
+            "lead",
+            "/lead <name> <email> <what they want>",
+            "qualify a lead and draft a reply, e.g. /lead Jane Doe <jane@acme.example> wants a website audit",
+            needs_args=True,
+        ),
+        CommandSpec("approvals", "/approvals", "actions waiting for your approval, with buttons"),
+        CommandSpec(
+            "trace",
+            "/trace <job>",
+            "what happened in a job, step by step, with timings",
+            needs_args=True,
+        ),
+        CommandSpec("status", "/status", "queue depth, jobs running, last error"),
+    )
+}
+
+_COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_]*)(?:@\S+)?(?:\s+(.*))?$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ParsedCommand:
+    name: str
+    args: str
+
+
+def parse_command(text: str) -> ParsedCommand | None:
+    """``/lead  Jane …`` -> ParsedCommand("lead", "Jane …"); ``None`` if not a command.
+    A ``@botname`` suffix (Telegram groups) is ignored."""
+    match = _COMMAND.match(text.strip())
+    if match is None:
+        return None
+    return ParsedCommand(match.group(1).lower(), (match.group(2) or "").strip())
+
+
+def help_text() -> str:
+    lines = ["Commands:"]
+    lines += [f"{spec.usage} - {spec.help}" for spec in COMMANDS.values()]
+    return "\n".join(lines)

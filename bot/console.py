@@ -1,0 +1,141 @@
+"""The console channel: stdin in, stdout out, buttons as numbered choices.
+
+A real channel, not a test helper: the same dispatcher, the same approval tokens as Telegram
+and Slack. It works interactively and with piped input; at end of input it waits (bounded)
+for the jobs it started, prints what they produced, and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TextIO
+
+from bot.dispatch import Dispatcher
+from bot.messages import Button, ButtonPress, InboundMessage, Outbound, Reply
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "console"
+USER = "local"
+CHAT = "local"
+PROMPT = "you> "
+BOT = "bot> "
+INDENT = " " * len(BOT)
+
+
+class ConsoleChannel:
+    def __init__(
+        self,
+        *,
+        dispatcher: Dispatcher,
+        in_flight: Callable[[list[str]], list[str]],
+        notifications_pending: Callable[[], bool],
+        drain_seconds: float,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._in_flight = in_flight
+        self._notifications_pending = notifications_pending
+        self._drain_seconds = drain_seconds
+        self._stdin = stdin or sys.stdin
+        self._stdout = stdout or sys.stdout
+        self._interactive = self._stdin.isatty()
+        self._lock = threading.Lock()
+        self._buttons: dict[int, Button] = {}
+        self._next_number = 1
+        self._jobs: list[str] = []
+        dispatcher.on_job_activity = self._jobs.append
+
+    # Output ----------------------------------------------------------------------------
+
+    def show(self, reply: Reply) -> None:
+        with self._lock:
+            lines = reply.text.splitlines() or [""]
+            out = [BOT + lines[0]] + [INDENT + line if line else "" for line in lines[1:]]
+            if reply.buttons:
+                choices = []
+                for button in reply.buttons:
+                    number = self._next_number
+                    self._next_number += 1
+                    self._buttons[number] = button
+                    choices.append(f"[{number}] {button.label}")
+                out.append(INDENT + "   ".join(choices))
+            self._stdout.write("\n".join(out) + "\n")
+            self._stdout.flush()
+
+    def deliver(self, outbound: Outbound) -> None:
+        """Notifier sink: a message from a job."""
+        self.show(outbound.reply)
+
+    # Input -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.show(Reply("opcore console. Type /help for commands, Ctrl-D to quit."))
+        while True:
+            if self._interactive:
+                self._stdout.write(PROMPT)
+                self._stdout.flush()
+            line = self._stdin.readline()
+            if not line:
+                break
+            self.handle_line(line.rstrip("\n"))
+        self.drain()
+        return 0
+
+    def handle_line(self, line: str) -> None:
+        text = line.strip()
+        if not text:
+            return
+        if text.isdigit():
+            self._press(int(text))
+            return
+        msg = InboundMessage(CHANNEL, USER, CHAT, text, platform_id=None)
+        for reply in self._dispatcher.handle_message(msg):
+            self.show(reply)
+
+    def _press(self, number: int) -> None:
+        button = self._buttons.get(number)
+        if button is None:
+            # Piped input can name a button before the job that shows it has finished.
+            self._wait(lambda: number in self._buttons)
+            button = self._buttons.get(number)
+        if button is None:
+            self.show(Reply(f"There is no choice [{number}]. See /approvals."))
+            return
+        press = ButtonPress(CHANNEL, USER, CHAT, button.data, platform_id=uuid.uuid4().hex)
+        self.show(self._dispatcher.handle_button(press))
+
+    # Waiting ---------------------------------------------------------------------------
+
+    def settled(self) -> bool:
+        return not self._in_flight(self._jobs) and not self._notifications_pending()
+
+    def _wait(self, done: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + self._drain_seconds
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            if self.settled():  # nothing left that could make it true
+                return done()
+            time.sleep(0.05)
+        return done()
+
+    def drain(self) -> None:
+        """End of input: wait (bounded) for the jobs this session started."""
+        if self._wait(self.settled):
+            return
+        busy = self._in_flight(self._jobs)
+        if busy:
+            ids = ", ".join(j[:6] for j in busy)
+            self.show(
+                Reply(
+                    f"Still working on job(s) {ids} after {self._drain_seconds:.0f} s; "
+                    "they stay in the log and finish on the next start."
+                )
+            )

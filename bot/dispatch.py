@@ -1,0 +1,156 @@
+"""Dispatch: who is this, which command, and what to answer. Shared by every channel.
+
+Channels translate platform updates into :class:`InboundMessage` / :class:`ButtonPress` and
+hand them here; everything that decides behaviour lives in this module, so the console,
+Telegram and Slack behave the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from agents.approvals import Outcome
+from agents.errors import AgentInputError
+from agents.lead import parse_lead
+from bot import render
+from bot.buttons import parse_button
+from bot.commands import COMMANDS, ParsedCommand, help_text, parse_command
+from bot.messages import MAX_TEXT, ButtonPress, InboundMessage, Reply
+from config import Settings
+from jobs.service import JobRequest, JobService
+from store import queries
+from store.errors import NotFoundError
+from store.log import EventLog
+
+logger = logging.getLogger(__name__)
+
+REFUSAL = "Sorry, I only take instructions from my operator."
+
+
+class Dispatcher:
+    def __init__(self, *, settings: Settings, service: JobService, log: EventLog) -> None:
+        self._settings = settings
+        self._service = service
+        self._log = log
+        self._handlers: dict[str, Callable[[InboundMessage, ParsedCommand], list[Reply]]] = {
+            "help": self._help,
+            "lead": self._lead,
+            "approvals": self._approvals,
+            "trace": self._trace,
+            "status": self._status,
+        }
+        missing = set(COMMANDS) - set(self._handlers)
+        if missing:
+            raise RuntimeError(f"commands without a handler: {sorted(missing)}")
+        self.on_job_activity: Callable[[str], None] = lambda job_id: None
+
+    # Messages --------------------------------------------------------------------------
+
+    def handle_message(self, msg: InboundMessage) -> list[Reply]:
+        if not self._settings.is_operator(msg.channel, msg.sender_id):
+            logger.warning("refused a message from %s (not an operator)", msg.sender)
+            return [Reply(REFUSAL)]
+        text = msg.text.strip()
+        if not text:
+            return []
+        if len(text) > MAX_TEXT:
+            return [
+                Reply(
+                    f"That message is {len(text)} characters; the limit is {MAX_TEXT}. Nothing was done."
+                )
+            ]
+        command = parse_command(text)
+        if command is None:
+            return [Reply("I work with commands for now. Try /help.")]
+        spec = COMMANDS.get(command.name)
+        if spec is None:
+            return [Reply(f"Unknown command /{command.name}. Try /help.")]
+        if spec.needs_args and not command.args:
+            return [Reply(f"Usage: {spec.usage}")]
+        return self._handlers[command.name](msg, command)
+
+    def _help(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        return [Reply(help_text())]
+
+    def _lead(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        try:
+            lead = parse_lead(cmd.args)
+        except AgentInputError as exc:
+            return [Reply(str(exc))]
+        submitted = self._service.submit(
+            JobRequest(
+                agent="lead",
+                input=lead.model_dump(),
+                text=f"/lead {cmd.args}",
+                channel=msg.channel,
+                chat_id=msg.chat_id,
+                requested_by=msg.sender,
+                inbound_key=_inbound_key(msg),
+            )
+        )
+        job = submitted.job
+        if submitted.duplicate:
+            return []  # a redelivered update: the first delivery was answered
+        self.on_job_activity(job.job_id)
+        who = f"{lead.name} ({lead.company})" if lead.company else lead.name
+        queued = (
+            "" if submitted.enqueued else " The queue is unreachable; it will run when it is back."
+        )
+        return [Reply(f"On it: drafting a reply to {who}. [job {job.short_id}]{queued}")]
+
+    def _approvals(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        pending = queries.pending_approvals()
+        if not pending:
+            return [Reply("No approvals waiting.")]
+        replies = [Reply(f"{len(pending)} waiting for you:")]
+        for approval in pending:
+            job = queries.get_job(approval.job_id)
+            action = queries.get_action(approval.action_id)
+            replies.append(render.proposal(job, action, approval))
+        return replies
+
+    def _trace(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        try:
+            job = queries.find_job(cmd.args.split()[0])
+        except NotFoundError as exc:
+            return [Reply(f"{exc}. Usage: {COMMANDS['trace'].usage}")]
+        return [Reply(render.trace(job, self._log.read_correlated(job.job_id)))]
+
+    def _status(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        return [Reply(render.status(self._service.status()))]
+
+    # Buttons ---------------------------------------------------------------------------
+
+    def handle_button(self, press: ButtonPress) -> Reply:
+        if not self._settings.is_operator(press.channel, press.sender_id):
+            logger.warning("refused a button press from %s (not an operator)", press.sender)
+            return Reply(REFUSAL)
+        choice = parse_button(press.data)
+        if choice is None:
+            logger.warning("dropped a button press with malformed data %r", press.data[:80])
+            return Reply("That button is not one of mine.")
+        result = self._service.decide(
+            choice.token, approve=choice.approve, decided_by=press.sender, channel=press.channel
+        )
+        action, approval = result.action, result.approval
+        if result.outcome is Outcome.UNKNOWN or action is None or approval is None:
+            return Reply("That button is no longer valid. See /approvals.")
+        job = queries.get_job(action.job_id)
+        match result.outcome:
+            case Outcome.APPROVED:
+                self.on_job_activity(job.job_id)
+                return Reply(f"Approved: {action.summary}. Working on it. [job {job.short_id}]")
+            case Outcome.REJECTED:
+                return Reply(f"Rejected: nothing sent. (/trace {job.short_id})")
+            case Outcome.EXPIRED:
+                return Reply(
+                    f"This approval expired at {render.when(approval.expires_at)}; nothing was sent. "
+                    f"(/trace {job.short_id})"
+                )
+            case _:
+                return Reply(render.decision(action, approval))
+
+
+def _inbound_key(msg: InboundMessage) -> str | None:
+    return f"{msg.channel}:{msg.platform_id}" if msg.platform_id else None

@@ -1,0 +1,147 @@
+"""The notifier: follows the log and tells the operator what jobs did.
+
+Jobs run in workers, possibly in other processes; they never talk to a channel. The
+notifier reads new events after its saved cursor, renders the ones a person should see, and
+hands them to the channel that requested the job. The cursor is saved after delivery, so a
+restart resends at most the last notification and never loses one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from bot import render
+from bot.messages import Outbound, Reply
+from store import events as ev
+from store import queries
+from store.errors import NotFoundError, StoreError
+from store.log import EventLog
+
+logger = logging.getLogger(__name__)
+
+WATCHED = (
+    ev.JobCompleted.type_name,
+    ev.JobFailed.type_name,
+    ev.ActionExecuted.type_name,
+    ev.ActionFailed.type_name,
+)
+
+
+def notification_for(event: ev.RecordedEvent) -> Outbound | None:
+    """Pure with respect to the log: what to tell whom about ``event`` (``None``: nothing)."""
+    data = event.data
+    try:
+        match data:
+            case ev.JobCompleted():
+                job = queries.get_job(data.job_id)
+                replies = []
+                for action in queries.actions_for_job(job.job_id):
+                    approval = queries.approval_for_action(action.action_id)
+                    if approval.status == "pending":
+                        replies.append(
+                            render.proposal(job, action, approval, headline=data.summary)
+                        )
+                reply = (
+                    replies[0]
+                    if len(replies) == 1
+                    else Reply(f"{data.summary} [job {job.short_id}]")
+                )
+                if len(replies) > 1:
+                    reply = Reply(
+                        reply.text + f"\n{len(replies)} actions to approve: see /approvals"
+                    )
+                return Outbound(job.channel, job.chat_id, reply)
+            case ev.JobFailed():
+                job = queries.get_job(data.job_id)
+                return Outbound(job.channel, job.chat_id, Reply(render.job_failed(job)))
+            case ev.ActionExecuted():
+                action = queries.get_action(data.action_id)
+                job = queries.get_job(action.job_id)
+                return Outbound(job.channel, job.chat_id, Reply(render.action_done(job, action)))
+            case ev.ActionFailed():
+                action = queries.get_action(data.action_id)
+                job = queries.get_job(action.job_id)
+                return Outbound(job.channel, job.chat_id, Reply(render.action_failed(job, action)))
+    except NotFoundError as exc:
+        logger.error("cannot render a notification for event %s: %s", event.position, exc)
+    return None
+
+
+class Notifier:
+    """Polls the log for ``channel``'s notifications and delivers them with ``deliver``."""
+
+    def __init__(
+        self,
+        *,
+        log: EventLog,
+        channel: str,
+        deliver: Callable[[Outbound], None],
+        interval: float = 0.2,
+    ) -> None:
+        self._log = log
+        self._channel = channel
+        self._deliver = deliver
+        self._interval = interval
+        self._cursor_name = f"notifier:{channel}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._position = 0
+        self.caught_up = threading.Event()
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def poll_once(self) -> int:
+        """Deliver what is new; return how many notifications went out."""
+        saved = queries.cursor(self._cursor_name)
+        if saved is None:
+            # A channel's first start: tell it what happens from now on, not the whole past.
+            saved = self._log.head()
+            queries.save_cursor(self._cursor_name, saved)
+        self._position = saved
+        sent = 0
+        while True:
+            batch = self._log.read_all(after=self._position, limit=200, types=WATCHED)
+            if not batch:
+                break
+            for event in batch:
+                outbound = notification_for(event)
+                if outbound is not None and outbound.channel == self._channel:
+                    self._deliver(outbound)
+                    sent += 1
+                self._position = event.position
+                queries.save_cursor(self._cursor_name, self._position)
+        return sent
+
+    def pending(self) -> bool:
+        """Whether events this notifier has not delivered yet are in the log."""
+        return bool(self._log.read_all(after=self._position, limit=1, types=WATCHED))
+
+    def start(self) -> None:
+        self.poll_once()
+        self._thread = threading.Thread(
+            target=self._run, name=f"notifier-{self._channel}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+                self.caught_up.set()
+            except StoreError as exc:
+                logger.error("notifier for %s: %s; retrying", self._channel, exc)
+            self._stop.wait(self._interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            self.poll_once()  # flush what arrived since the last poll
+        except StoreError as exc:
+            logger.error("notifier for %s: final flush failed: %s", self._channel, exc)

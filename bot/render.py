@@ -1,0 +1,152 @@
+"""Turning read models and events into text a person reads on a phone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from bot.buttons import approval_buttons
+from bot.messages import Reply
+from jobs.service import StatusReport
+from store import events as ev
+from store.queries import ActionView, ApprovalView, JobView, short_id
+
+BODY_PREVIEW = 1500
+
+
+def when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def action_preview(action: ActionView) -> str:
+    if action.connector == "email" and action.action == "send_email":
+        body = str(action.params.get("body", ""))
+        if len(body) > BODY_PREVIEW:
+            body = body[:BODY_PREVIEW].rstrip() + "\n…"
+        return f"To: {action.params.get('to')}  Subject: {action.params.get('subject')}\n\n{body}"
+    return action.summary
+
+
+def approve_label(action: ActionView) -> str:
+    return "Approve and send" if action.action == "send_email" else "Approve"
+
+
+def proposal(
+    job: JobView, action: ActionView, approval: ApprovalView, *, headline: str = ""
+) -> Reply:
+    """One pending action with its Approve / Reject buttons."""
+    head = headline or job.summary or action.summary
+    return Reply(
+        f"{head} [job {job.short_id}]\n{action_preview(action)}",
+        approval_buttons(approval.token, approve_label=approve_label(action)),
+    )
+
+
+def action_done(job: JobView, action: ActionView) -> str:
+    if action.action == "send_email":
+        return f"Sent to {action.params.get('to')}. (/trace {job.short_id})\n{action.result}"
+    return f"Done: {action.summary}. (/trace {job.short_id})"
+
+
+def action_failed(job: JobView, action: ActionView) -> str:
+    return f"Failed: {action.summary}\n{action.error} (/trace {job.short_id})"
+
+
+def job_failed(job: JobView) -> str:
+    return f"Job {job.short_id} ({job.agent}) failed: {job.error} (/trace {job.short_id})"
+
+
+def decision(action: ActionView, approval: ApprovalView) -> str:
+    verb = {"approved": "approved", "rejected": "rejected", "expired": "expired"}.get(
+        approval.status, approval.status
+    )
+    by = f" by {approval.decided_by}" if approval.decided_by else ""
+    return f"Already decided: {verb}{by} at {when(approval.decided_at)}. ({action.summary})"
+
+
+def status(report: StatusReport) -> str:
+    counts = report.counts
+    depth = "unknown" if report.broker_depth is None else str(report.broker_depth)
+    lines = [
+        f"Queue ({report.broker}): {depth} waiting in the broker, {counts.get('queued', 0)} queued in the log",
+        f"Jobs: {counts.get('running', 0)} running, {counts.get('awaiting_approval', 0)} awaiting approval, "
+        f"{counts.get('done', 0)} done, {counts.get('failed', 0)} failed",
+        f"Approvals waiting: {report.pending_approvals}",
+    ]
+    if report.last_error is not None:
+        err = report.last_error
+        lines.append(f"Last error: job {err.short_id} at {when(err.finished_at)}: {err.error}")
+    else:
+        lines.append("Last error: none")
+    return "\n".join(lines)
+
+
+def _describe(event: ev.RecordedEvent) -> str:
+    d = event.data
+    match d:
+        case ev.JobRequested():
+            return f"{d.text!r} by {d.requested_by} via {d.channel}"
+        case ev.JobStarted():
+            return f"worker {d.worker}, attempt {d.attempt}"
+        case ev.ContactCreated():
+            return f"{d.name} <{d.email}>" + (f" ({d.company})" if d.company else "")
+        case ev.ContactRecalled():
+            return f"known contact {short_id(d.contact_id)}"
+        case ev.ModelCalled():
+            label = " (offline template)" if d.offline else ""
+            return (
+                f"{d.provider}/{d.model}{label}: {d.task}, {d.prompt_tokens}+{d.completion_tokens} tokens, "
+                f"{d.latency_ms:.0f} ms"
+            )
+        case ev.ActionProposed():
+            return d.summary
+        case ev.ApprovalRequested():
+            return f"buttons sent, expire {when(d.expires_at)}"
+        case ev.ApprovalDecided():
+            return f"{d.decision} by {d.decided_by} via {d.channel}"
+        case ev.ApprovalExpired():
+            return "expired unanswered"
+        case ev.ActionStarted():
+            return f"attempt {d.attempt} on {d.worker}"
+        case ev.ActionExecuted():
+            return d.summary
+        case ev.ActionFailed():
+            return f"{d.error_type}: {d.error}"
+        case ev.ActionRejected():
+            return f"nothing sent ({d.decided_by})"
+        case ev.JobCompleted():
+            return d.summary
+        case ev.JobFailed():
+            return f"{d.error_type}: {d.error}"
+    return ""
+
+
+def trace(job: JobView, events: Sequence[ev.RecordedEvent]) -> str:
+    """The story of a job, step by step: offset from the request and time since the last step."""
+    if not events:
+        return f"No events for job {job.short_id}."
+    start = events[0].recorded_at
+    total = (events[-1].recorded_at - start).total_seconds()
+    lines = [
+        f"Trace of job {job.short_id} ({job.agent}): {job.status}, {total:.2f} s, {len(events)} events"
+    ]
+    previous = start
+    width = max(len(e.type) for e in events)
+    for event in events:
+        offset = (event.recorded_at - start).total_seconds()
+        step = (event.recorded_at - previous).total_seconds()
+        previous = event.recorded_at
+        lines.append(
+            f"+{offset:7.3f}s (+{step * 1000:5.0f} ms) {event.type.ljust(width)}  {_describe(event)}"
+        )
+    return "\n".join(lines)
+
+
+def job_line(job: JobView) -> str:
+    return (
+        f"{job.short_id}  {job.status:<17} {job.agent:<6} {when(job.requested_at)}  {job.text[:60]}"
+    )
+
+
+def approval_line(approval: ApprovalView, action: ActionView) -> str:
+    return f"{short_id(approval.job_id)}  {approval.token}  expires {when(approval.expires_at)}  {action.summary}"

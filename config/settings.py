@@ -1,0 +1,169 @@
+"""Typed settings for opcore.
+
+Nothing outside this package reads the environment: the CLI calls :func:`load_settings`
+once and passes the resulting :class:`Settings` inward.
+
+Sources, highest priority first: keyword arguments, ``OPCORE_*`` environment variables,
+``opcore.toml`` (in the working directory, or the file named by ``OPCORE_CONFIG``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from config.errors import ConfigError
+
+CONSOLE_OPERATOR = "console:local"
+
+
+class Settings(BaseSettings):
+    """Every knob of opcore. The README's settings table documents each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OPCORE_",
+        extra="ignore",
+        frozen=True,
+        toml_file="opcore.toml",
+    )
+
+    data_dir: Path = Field(
+        default=Path("data"), description="Where the embedded defaults keep files."
+    )
+    database_url: str = Field(
+        default="",
+        description="sqlite:///path or postgresql://user@host:port/db; empty = SQLite in data_dir.",
+    )
+    broker_url: str = Field(
+        default="memory://",
+        description="memory:// (in-process broker and worker threads) or redis://host:port/db.",
+    )
+    operators: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(CONSOLE_OPERATOR,),
+        description="Who may command the bot: comma-separated channel:user ids.",
+    )
+    operator_name: str = Field(default="", description="Your name, used to sign drafts.")
+    email_from: str = Field(default="opcore@localhost.localdomain", description="From address of sent email.")
+    llm_base_url: str = Field(default="", description="OpenAI-compatible API base URL.")
+    llm_api_key: SecretStr = Field(default=SecretStr(""), description="API key for the model.")
+    llm_model: str = Field(default="gpt-4o-mini", description="Model name for drafts.")
+    llm_timeout: float = Field(default=60.0, gt=0, description="Seconds per model call.")
+    smtp_url: str = Field(
+        default="",
+        description="smtp://user:pass@host:port (STARTTLS if offered) or smtps://…; "
+        "empty = write .eml files to data_dir/outbox.",
+    )
+    smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds per SMTP session.")
+    worker_threads: int = Field(default=4, ge=1, le=64, description="Worker threads per process.")
+    approval_ttl_hours: float = Field(
+        default=72.0, gt=0, description="How long a button stays valid."
+    )
+    console_drain_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="At end of piped input, how long to wait for jobs in flight.",
+    )
+    log_level: str = Field(default="WARNING", description="Python logging level.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("OPCORE_CONFIG", "opcore.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+    @field_validator("operators", mode="before")
+    @classmethod
+    def _split_operators(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("operators")
+    @classmethod
+    def _check_operators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            channel, sep, user = entry.partition(":")
+            if not sep or not channel or not user:
+                raise ValueError(
+                    f"operator {entry!r} must look like channel:user (e.g. telegram:12345)"
+                )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("broker_url must start with memory://, redis:// or rediss://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("database_url must start with sqlite:// or postgresql://")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp(cls, value: str) -> str:
+        if value and not value.startswith(("smtp://", "smtps://")):
+            raise ValueError("smtp_url must start with smtp:// or smtps://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_log_level(self) -> Settings:
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return self
+
+    # Derived values -----------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, with the embedded default filled in."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'opcore.db').resolve()}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def in_process_broker(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    def is_operator(self, channel: str, user_id: str) -> bool:
+        return f"{channel}:{user_id}" in self.operators
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once; a bad value raises :class:`ConfigError` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"OPCORE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

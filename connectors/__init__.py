@@ -1,0 +1,1 @@
+"""Adapters to the outside world behind one contract (see :mod:`connectors.base`)."""

@@ -1,0 +1,112 @@
+"""The composition root: settings in, a running opcore (store, agents, broker, workers) out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import dramatiq
+from agents.providers.offline import OfflineProvider
+from dramatiq import Broker
+
+from agents.lead import LeadAgent
+from agents.providers.base import ModelProvider
+from agents.registry import AgentRegistry
+from agents.runner import JobRunner
+from config import ConfigError, Settings
+from connectors.base import Connector
+from connectors.email import email_connector_from
+from jobs.actors import Actors, declare_actors
+from jobs.broker import check_broker, make_broker, start_worker
+from jobs.effects import execute_action
+from store import Store, open_store
+
+logger = logging.getLogger(__name__)
+
+
+def make_model(settings: Settings) -> ModelProvider:
+    if settings.llm_base_url:
+        from agents.providers.openai import OpenAIChatProvider
+
+        return OpenAIChatProvider(
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key.get_secret_value(),
+            model=settings.llm_model,
+            timeout=settings.llm_timeout,
+        )
+    return OfflineProvider()
+
+
+def make_connectors(settings: Settings) -> dict[str, Connector]:
+    try:
+        email = email_connector_from(
+            smtp_url=settings.smtp_url,
+            outbox_dir=settings.outbox_dir,
+            sender=settings.email_from,
+            smtp_timeout=settings.smtp_timeout,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"email settings (OPCORE_SMTP_URL / OPCORE_EMAIL_FROM): {exc}") from exc
+    return {"email": email}
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    registry: AgentRegistry
+    model: ModelProvider
+    runner: JobRunner
+    broker: Broker
+    actors: Actors
+    connectors: dict[str, Connector]
+    worker: dramatiq.Worker | None = field(default=None)
+
+    def start_worker(self) -> None:
+        if self.worker is None:
+            self.worker = start_worker(self.broker, threads=self.settings.worker_threads)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop(timeout=10_000)
+            self.worker = None
+        self.broker.close()
+        self.model.close()
+        self.store.close()
+
+
+def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
+    """Open everything ``settings`` describe. ``with_worker`` starts worker threads here."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.resolved_database_url)
+    connectors = make_connectors(settings)
+    registry = AgentRegistry.with_agents(connectors, [LeadAgent()])
+    model = make_model(settings)
+    runner = JobRunner(
+        log=store.log,
+        registry=registry,
+        model=model,
+        approval_ttl=timedelta(hours=settings.approval_ttl_hours),
+        operator_name=settings.operator_name,
+    )
+    broker = make_broker(settings.broker_url)
+    check_broker(broker)
+    actors = declare_actors(
+        broker,
+        run_job=runner.run,
+        execute_action=lambda action_id: execute_action(store.log, connectors, action_id),
+    )
+    runtime = Runtime(
+        settings=settings,
+        store=store,
+        registry=registry,
+        model=model,
+        runner=runner,
+        broker=broker,
+        actors=actors,
+        connectors=connectors,
+    )
+    if with_worker:
+        runtime.start_worker()
+    return runtime

@@ -1,0 +1,129 @@
+"""What the channels ask of the job machinery: request a job, decide an approval, report.
+
+The job is appended to the log *before* it is enqueued (invariant 1): if the broker is down
+or loses the message, the log still holds the job and the reconciler enqueues it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import redis
+
+from agents.approvals import DecisionResult, Outcome, decide
+from jobs.broker import queue_depth
+from jobs.runtime import Runtime
+from store import events as ev
+from store import queries
+from store.queries import JobView
+
+logger = logging.getLogger(__name__)
+
+IN_FLIGHT_JOB = {"queued", "running"}
+IN_FLIGHT_ACTION = {"approved", "running"}
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    agent: str
+    input: dict[str, Any]
+    text: str
+    channel: str
+    chat_id: str
+    requested_by: str
+    inbound_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: JobView
+    duplicate: bool
+    enqueued: bool
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    counts: dict[str, int]
+    broker_depth: int | None
+    broker: str
+    last_error: JobView | None
+    pending_approvals: int
+
+
+class JobService:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    def submit(self, request: JobRequest) -> Submitted:
+        self._rt.registry.get(request.agent)  # unknown agent: fail before writing anything
+        job_id = uuid.uuid4().hex
+        result = self._rt.store.log.append(
+            ev.job_stream(job_id),
+            [
+                ev.NewEvent(
+                    ev.JobRequested(
+                        job_id=job_id,
+                        agent=request.agent,
+                        input=request.input,
+                        text=request.text,
+                        channel=request.channel,
+                        chat_id=request.chat_id,
+                        requested_by=request.requested_by,
+                    ),
+                    idempotency_key=f"inbound:{request.inbound_key}"
+                    if request.inbound_key
+                    else None,
+                )
+            ],
+            metadata=ev.Metadata(actor=request.requested_by, correlation_id=job_id),
+            expected_version=0,
+        )
+        first = result.events[0].data
+        assert isinstance(first, ev.JobRequested)
+        job = queries.get_job(first.job_id)
+        if result.duplicate:
+            return Submitted(job, duplicate=True, enqueued=False)
+        return Submitted(
+            job, duplicate=False, enqueued=self._send(self._rt.actors.run_job, job.job_id)
+        )
+
+    def decide(self, token: str, *, approve: bool, decided_by: str, channel: str) -> DecisionResult:
+        result = decide(
+            self._rt.store.log, token, approve=approve, decided_by=decided_by, channel=channel
+        )
+        if result.outcome is Outcome.APPROVED and result.action is not None:
+            self._send(self._rt.actors.execute_action, result.action.action_id)
+        return result
+
+    def _send(self, actor: dramatiq.Actor[Any, Any], ident: str) -> bool:
+        try:
+            actor.send(ident)
+        except (dramatiq.errors.DramatiqError, redis.RedisError, OSError) as exc:
+            # The log holds the job; the reconciler will enqueue it again.
+            logger.error("could not enqueue %s(%s): %s", actor.actor_name, ident, exc)
+            return False
+        return True
+
+    def in_flight(self, job_ids: list[str]) -> list[str]:
+        """Which of these jobs still have work under way (not waiting for a person)."""
+        busy = []
+        for job_id in job_ids:
+            job = queries.get_job(job_id)
+            if job.status in IN_FLIGHT_JOB or any(
+                a.status in IN_FLIGHT_ACTION for a in queries.actions_for_job(job_id)
+            ):
+                busy.append(job_id)
+        return busy
+
+    def status(self) -> StatusReport:
+        return StatusReport(
+            counts=queries.count_jobs_by_status(),
+            broker_depth=queue_depth(self._rt.broker),
+            broker="in-process" if self._rt.settings.in_process_broker else "redis",
+            last_error=queries.last_error(),
+            pending_approvals=len(queries.pending_approvals(limit=1000)),
+        )

@@ -1,0 +1,238 @@
+"""Event types: the vocabulary of the log.
+
+Every event is a frozen pydantic model registered under its type name. The log stores the
+name and the JSON of the model; reading validates it back into the model, so a typo in an
+event's data fails at append time, not months later in a projection.
+
+Streams: ``job-<id>`` (a job's life), ``action-<id>`` (a proposed effect and its approval),
+``contact-<id>``. Every event of a job's story carries the job id as its correlation id, so
+the trace of a job is one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from store.errors import EventSchemaError
+
+JSONDict = dict[str, Any]
+
+
+class EventData(BaseModel):
+    """Base of every event payload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type_name: ClassVar[str] = ""
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {}
+E = TypeVar("E", bound=type[EventData])
+
+
+def event_type(name: str) -> Any:
+    """Register an event model under ``name`` (refused twice)."""
+
+    def register(cls: E) -> E:
+        if name in EVENT_TYPES:
+            raise EventSchemaError(f"event type {name!r} is registered twice")
+        cls.type_name = name
+        EVENT_TYPES[name] = cls
+        return cls
+
+    return register
+
+
+def parse_event(type_name: str, data: Mapping[str, Any]) -> EventData:
+    try:
+        model = EVENT_TYPES[type_name]
+    except KeyError:
+        raise EventSchemaError(f"unknown event type {type_name!r}") from None
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise EventSchemaError(f"{type_name}: {exc}") from exc
+
+
+class Metadata(BaseModel):
+    """Who and what caused an event. ``correlation_id`` groups a job's whole story."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    actor: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event about to be appended, with an optional idempotency key (unique in the log)."""
+
+    data: EventData
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as the log holds it."""
+
+    position: int
+    event_id: str
+    stream_id: str
+    version: int
+    data: EventData
+    metadata: Metadata
+    idempotency_key: str | None
+    recorded_at: datetime
+
+    @property
+    def type(self) -> str:
+        return self.data.type_name
+
+
+# Jobs ----------------------------------------------------------------------------------
+
+
+@event_type("JobRequested")
+class JobRequested(EventData):
+    job_id: str
+    agent: str
+    input: JSONDict
+    text: str
+    channel: str
+    chat_id: str
+    requested_by: str
+
+
+@event_type("JobStarted")
+class JobStarted(EventData):
+    job_id: str
+    worker: str
+    attempt: int
+
+
+@event_type("JobCompleted")
+class JobCompleted(EventData):
+    job_id: str
+    summary: str
+    proposals: int
+
+
+@event_type("JobFailed")
+class JobFailed(EventData):
+    job_id: str
+    error_type: str
+    error: str
+    transient: bool = False
+
+
+@event_type("ModelCalled")
+class ModelCalled(EventData):
+    job_id: str
+    task: str
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    offline: bool
+
+
+# Contacts ------------------------------------------------------------------------------
+
+
+@event_type("ContactCreated")
+class ContactCreated(EventData):
+    contact_id: str
+    name: str
+    email: str
+    company: str
+
+
+@event_type("ContactRecalled")
+class ContactRecalled(EventData):
+    """A job found an existing contact instead of creating one."""
+
+    contact_id: str
+    job_id: str
+
+
+# Actions and approvals -----------------------------------------------------------------
+
+
+@event_type("ActionProposed")
+class ActionProposed(EventData):
+    action_id: str
+    job_id: str
+    connector: str
+    action: str
+    params: JSONDict
+    idempotency_key: str
+    summary: str
+    contact_id: str | None = None
+
+
+@event_type("ApprovalRequested")
+class ApprovalRequested(EventData):
+    action_id: str
+    job_id: str
+    token: str
+    expires_at: datetime
+
+
+@event_type("ApprovalDecided")
+class ApprovalDecided(EventData):
+    action_id: str
+    token: str
+    decision: Literal["approved", "rejected"]
+    decided_by: str
+    channel: str
+
+
+@event_type("ApprovalExpired")
+class ApprovalExpired(EventData):
+    action_id: str
+    token: str
+
+
+@event_type("ActionStarted")
+class ActionStarted(EventData):
+    action_id: str
+    attempt: int
+    worker: str
+
+
+@event_type("ActionExecuted")
+class ActionExecuted(EventData):
+    action_id: str
+    summary: str
+    details: JSONDict
+
+
+@event_type("ActionFailed")
+class ActionFailed(EventData):
+    action_id: str
+    error_type: str
+    error: str
+    transient: bool = False
+
+
+@event_type("ActionRejected")
+class ActionRejected(EventData):
+    action_id: str
+    decided_by: str
+
+
+def job_stream(job_id: str) -> str:
+    return f"job-{job_id}"
+
+
+def action_stream(action_id: str) -> str:
+    return f"action-{action_id}"
+
+
+def contact_stream(contact_id: str) -> str:
+    return f"contact-{contact_id}"

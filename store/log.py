@@ -1,0 +1,211 @@
+"""The append-only event log.
+
+``append`` writes a batch of events to one stream in one transaction, checks the stream's
+version (optimistic concurrency), honours idempotency keys (a batch whose first key is
+already in the log is a duplicate: the stored event holding it is returned, nothing is
+written), and
+updates the projections in the same transaction, so the read models never lag the log.
+
+On PostgreSQL, appends take a transaction-scoped advisory lock so positions commit in order:
+a follower reading ``position > cursor`` can never skip an event committed late.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee
+
+from store import projections
+from store.db import is_postgres
+from store.errors import ConcurrencyError, DatabaseError, EventSchemaError
+from store.events import EventData, Metadata, NewEvent, RecordedEvent, parse_event
+from store.models import EventRecord
+
+_PG_APPEND_LOCK = 0x0C0E_0002
+
+ANY_VERSION: int | None = None
+NO_STREAM = 0
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    events: tuple[RecordedEvent, ...]
+    duplicate: bool
+
+    @property
+    def last_version(self) -> int:
+        return self.events[-1].version if self.events else 0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventLog:
+    """Append to and read from the log. One instance per process, shared by threads."""
+
+    def __init__(self, db: peewee.Database) -> None:
+        self._db = db
+
+    @property
+    def db(self) -> peewee.Database:
+        return self._db
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[EventData | NewEvent],
+        *,
+        metadata: Metadata,
+        expected_version: int | None = ANY_VERSION,
+    ) -> AppendResult:
+        """Append ``events`` to ``stream_id``; see the module docstring for the guarantees."""
+        batch = [e if isinstance(e, NewEvent) else NewEvent(e) for e in events]
+        if not batch:
+            raise EventSchemaError("append needs at least one event")
+        try:
+            with self._db.atomic():
+                if is_postgres(self._db):
+                    self._db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_APPEND_LOCK,))
+                first_key = batch[0].idempotency_key
+                if first_key is not None:
+                    existing = self._events_from_key(first_key)
+                    if existing:
+                        return AppendResult(tuple(existing), duplicate=True)
+                current = self.stream_version(stream_id)
+                if expected_version is not None and current != expected_version:
+                    raise ConcurrencyError(stream_id, expected_version, current)
+                recorded = [
+                    self._insert(stream_id, current + i + 1, new, metadata)
+                    for i, new in enumerate(batch)
+                ]
+                for event in recorded:
+                    projections.apply(event)
+                return AppendResult(tuple(recorded), duplicate=False)
+        except peewee.IntegrityError as exc:
+            # Lost a race the checks above could not see (SQLite has no advisory lock, and
+            # a concurrent writer in another process may have committed between them).
+            first_key = batch[0].idempotency_key
+            if first_key is not None:
+                existing = self._events_from_key(first_key)
+                if existing:
+                    return AppendResult(tuple(existing), duplicate=True)
+            actual = self.stream_version(stream_id)
+            raise ConcurrencyError(
+                stream_id, expected_version if expected_version is not None else actual - 1, actual
+            ) from exc
+        except peewee.OperationalError as exc:
+            raise DatabaseError(f"append to {stream_id!r} failed: {exc}") from exc
+
+    def _insert(
+        self, stream_id: str, version: int, new: NewEvent, metadata: Metadata
+    ) -> RecordedEvent:
+        event_id = str(uuid.uuid4())
+        now = utcnow()
+        row = EventRecord.create(
+            event_id=event_id,
+            stream_id=stream_id,
+            version=version,
+            type=new.data.type_name,
+            data=new.data.model_dump_json(),
+            metadata=metadata.model_dump_json(),
+            correlation_id=metadata.correlation_id,
+            idempotency_key=new.idempotency_key,
+            recorded_at=now.replace(tzinfo=None),
+        )
+        return RecordedEvent(
+            position=int(row.position),
+            event_id=event_id,
+            stream_id=stream_id,
+            version=version,
+            data=new.data,
+            metadata=metadata,
+            idempotency_key=new.idempotency_key,
+            recorded_at=now,
+        )
+
+    def _events_from_key(self, key: str) -> list[RecordedEvent]:
+        """The stored event that holds ``key`` (empty if none)."""
+        row = EventRecord.get_or_none(EventRecord.idempotency_key == key)
+        return [] if row is None else [to_recorded(row)]
+
+    # Reading ---------------------------------------------------------------------------
+
+    def stream_version(self, stream_id: str) -> int:
+        value = (
+            EventRecord.select(peewee.fn.MAX(EventRecord.version))
+            .where(EventRecord.stream_id == stream_id)
+            .scalar()
+        )
+        return int(value or 0)
+
+    def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+        rows = (
+            EventRecord.select()
+            .where(EventRecord.stream_id == stream_id)
+            .order_by(EventRecord.version)
+        )
+        return [to_recorded(r) for r in rows]
+
+    def read_correlated(self, correlation_id: str) -> list[RecordedEvent]:
+        rows = (
+            EventRecord.select()
+            .where(EventRecord.correlation_id == correlation_id)
+            .order_by(EventRecord.position)
+        )
+        return [to_recorded(r) for r in rows]
+
+    def read_all(
+        self, *, after: int = 0, limit: int = 500, types: Iterable[str] = ()
+    ) -> list[RecordedEvent]:
+        query = EventRecord.select().where(EventRecord.position > after)
+        wanted = list(types)
+        if wanted:
+            query = query.where(EventRecord.type.in_(wanted))
+        rows = query.order_by(EventRecord.position).limit(limit)
+        return [to_recorded(r) for r in rows]
+
+    def iterate(self, *, batch: int = 1000) -> Iterator[RecordedEvent]:
+        after = 0
+        while True:
+            chunk = self.read_all(after=after, limit=batch)
+            if not chunk:
+                return
+            yield from chunk
+            after = chunk[-1].position
+
+    def head(self) -> int:
+        return int(EventRecord.select(peewee.fn.MAX(EventRecord.position)).scalar() or 0)
+
+    def rebuild_projections(self) -> int:
+        """Empty the read models and apply every event again. Returns the events replayed."""
+        count = 0
+        with self._db.atomic():
+            projections.clear(self._db)
+            for event in self.iterate():
+                projections.apply(event)
+                count += 1
+        return count
+
+
+def to_recorded(row: EventRecord) -> RecordedEvent:
+    data: dict[str, Any] = json.loads(row.data)
+    recorded_at: datetime = row.recorded_at
+    if isinstance(recorded_at, str):  # SQLite returns text for some driver versions
+        recorded_at = datetime.fromisoformat(recorded_at)
+    return RecordedEvent(
+        position=int(row.position),
+        event_id=row.event_id,
+        stream_id=row.stream_id,
+        version=int(row.version),
+        data=parse_event(row.type, data),
+        metadata=Metadata.model_validate_json(row.metadata),
+        idempotency_key=row.idempotency_key,
+        recorded_at=recorded_at.replace(tzinfo=UTC),
+    )

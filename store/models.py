@@ -1,0 +1,118 @@
+"""Peewee models: the event table and the read models (projections) built from it.
+
+The schema is created and changed only by the versioned migrations in ``store/migrations``;
+these classes describe the current shape for queries.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+from store.db import database_proxy
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class EventRecord(BaseModel):
+    """One row per event. ``position`` is the global order; (stream_id, version) is unique."""
+
+    position = peewee.BigAutoField()
+    event_id = peewee.CharField(max_length=36, unique=True)
+    stream_id = peewee.CharField(max_length=200)
+    version = peewee.IntegerField()
+    type = peewee.CharField(max_length=100, index=True)
+    data = peewee.TextField()
+    metadata = peewee.TextField()
+    correlation_id = peewee.CharField(max_length=64, null=True, index=True)
+    idempotency_key = peewee.CharField(max_length=255, null=True, unique=True)
+    recorded_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "events"
+        indexes = ((("stream_id", "version"), True),)
+
+
+class JobRow(BaseModel):
+    job_id = peewee.CharField(max_length=32, primary_key=True)
+    agent = peewee.CharField(max_length=100)
+    status = peewee.CharField(max_length=32, index=True)
+    text = peewee.TextField()
+    channel = peewee.CharField(max_length=32)
+    chat_id = peewee.CharField(max_length=128)
+    requested_by = peewee.CharField(max_length=200)
+    requested_at = peewee.DateTimeField()
+    started_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+    updated_at = peewee.DateTimeField()
+    attempts = peewee.IntegerField(default=0)
+    open_actions = peewee.IntegerField(default=0)
+    model_calls = peewee.IntegerField(default=0)
+    tokens = peewee.IntegerField(default=0)
+    summary = peewee.TextField(default="")
+    error = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "jobs"
+
+
+class ActionRow(BaseModel):
+    action_id = peewee.CharField(max_length=32, primary_key=True)
+    job_id = peewee.CharField(max_length=32, index=True)
+    connector = peewee.CharField(max_length=64)
+    action = peewee.CharField(max_length=64)
+    params = peewee.TextField()
+    idempotency_key = peewee.CharField(max_length=255, unique=True)
+    summary = peewee.TextField()
+    contact_id = peewee.CharField(max_length=32, null=True)
+    status = peewee.CharField(max_length=32, index=True)
+    attempts = peewee.IntegerField(default=0)
+    result = peewee.TextField(default="")
+    error = peewee.TextField(null=True)
+    updated_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "actions"
+
+
+class ApprovalRow(BaseModel):
+    token = peewee.CharField(max_length=32, primary_key=True)
+    action_id = peewee.CharField(max_length=32, index=True)
+    job_id = peewee.CharField(max_length=32, index=True)
+    status = peewee.CharField(max_length=32, index=True)
+    requested_at = peewee.DateTimeField()
+    expires_at = peewee.DateTimeField()
+    decided_by = peewee.CharField(max_length=200, null=True)
+    decided_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "approvals"
+
+
+class ContactRow(BaseModel):
+    contact_id = peewee.CharField(max_length=32, primary_key=True)
+    name = peewee.CharField(max_length=200)
+    email = peewee.CharField(max_length=320, unique=True)
+    company = peewee.CharField(max_length=200)
+    created_at = peewee.DateTimeField()
+    jobs = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "contacts"
+
+
+class CursorRow(BaseModel):
+    """Where a log follower (e.g. a channel's notifier) has read up to. Process state, not truth."""
+
+    name = peewee.CharField(max_length=100, primary_key=True)
+    position = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "cursors"
+
+
+PROJECTION_MODELS: tuple[type[BaseModel], ...] = (JobRow, ActionRow, ApprovalRow, ContactRow)
+ALL_MODELS: tuple[type[BaseModel], ...] = (EventRecord, *PROJECTION_MODELS, CursorRow)

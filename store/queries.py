@@ -1,0 +1,277 @@
+"""Read-side queries over the projections. Plain functions returning frozen views."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee
+
+from store.errors import AmbiguousIdError, NotFoundError
+from store.models import ActionRow, ApprovalRow, ContactRow, CursorRow, JobRow
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class JobView:
+    job_id: str
+    agent: str
+    status: str
+    text: str
+    channel: str
+    chat_id: str
+    requested_by: str
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    open_actions: int
+    model_calls: int
+    tokens: int
+    summary: str
+    error: str | None
+
+    @property
+    def short_id(self) -> str:
+        return short_id(self.job_id)
+
+
+@dataclass(frozen=True)
+class ActionView:
+    action_id: str
+    job_id: str
+    connector: str
+    action: str
+    params: dict[str, Any]
+    idempotency_key: str
+    summary: str
+    contact_id: str | None
+    status: str
+    attempts: int
+    result: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    token: str
+    action_id: str
+    job_id: str
+    status: str
+    requested_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+
+    def expired(self, now: datetime) -> bool:
+        return self.status == "pending" and now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class ContactView:
+    contact_id: str
+    name: str
+    email: str
+    company: str
+    created_at: datetime
+    jobs: int
+
+
+SHORT_ID_LENGTH = 6
+
+
+def short_id(full_id: str) -> str:
+    return full_id[:SHORT_ID_LENGTH]
+
+
+def _job(row: JobRow) -> JobView:
+    return JobView(
+        job_id=row.job_id,
+        agent=row.agent,
+        status=row.status,
+        text=row.text,
+        channel=row.channel,
+        chat_id=row.chat_id,
+        requested_by=row.requested_by,
+        requested_at=_aware(row.requested_at) or datetime.now(UTC),
+        started_at=_aware(row.started_at),
+        finished_at=_aware(row.finished_at),
+        attempts=row.attempts,
+        open_actions=row.open_actions,
+        model_calls=row.model_calls,
+        tokens=row.tokens,
+        summary=row.summary,
+        error=row.error,
+    )
+
+
+def _action(row: ActionRow) -> ActionView:
+    return ActionView(
+        action_id=row.action_id,
+        job_id=row.job_id,
+        connector=row.connector,
+        action=row.action,
+        params=json.loads(row.params),
+        idempotency_key=row.idempotency_key,
+        summary=row.summary,
+        contact_id=row.contact_id,
+        status=row.status,
+        attempts=row.attempts,
+        result=row.result,
+        error=row.error,
+    )
+
+
+def _approval(row: ApprovalRow) -> ApprovalView:
+    return ApprovalView(
+        token=row.token,
+        action_id=row.action_id,
+        job_id=row.job_id,
+        status=row.status,
+        requested_at=_aware(row.requested_at) or datetime.now(UTC),
+        expires_at=_aware(row.expires_at) or datetime.now(UTC),
+        decided_by=row.decided_by,
+        decided_at=_aware(row.decided_at),
+    )
+
+
+def _contact(row: ContactRow) -> ContactView:
+    return ContactView(
+        contact_id=row.contact_id,
+        name=row.name,
+        email=row.email,
+        company=row.company,
+        created_at=_aware(row.created_at) or datetime.now(UTC),
+        jobs=row.jobs,
+    )
+
+
+# Jobs ----------------------------------------------------------------------------------
+
+
+def get_job(job_id: str) -> JobView:
+    row = JobRow.get_or_none(JobRow.job_id == job_id)
+    if row is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    return _job(row)
+
+
+def find_job(prefix: str) -> JobView:
+    """A job by its full id or a unique prefix (the short id shown in chat)."""
+    prefix = prefix.strip().lower()
+    if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+        raise NotFoundError(f"{prefix!r} is not a job id")
+    rows = list(JobRow.select().where(JobRow.job_id.startswith(prefix)).limit(2))
+    if not rows:
+        raise NotFoundError(f"no job {prefix!r}")
+    if len(rows) > 1:
+        raise AmbiguousIdError(f"{prefix!r} matches several jobs; give more characters")
+    return _job(rows[0])
+
+
+def list_jobs(*, limit: int = 50, statuses: Sequence[str] = ()) -> list[JobView]:
+    query = JobRow.select()
+    if statuses:
+        query = query.where(JobRow.status.in_(list(statuses)))
+    return [_job(r) for r in query.order_by(JobRow.requested_at.desc()).limit(limit)]
+
+
+def count_jobs_by_status() -> dict[str, int]:
+    query = JobRow.select(JobRow.status, peewee.fn.COUNT(JobRow.job_id).alias("n")).group_by(
+        JobRow.status
+    )
+    return {row.status: int(row.n) for row in query}
+
+
+def last_error() -> JobView | None:
+    row = (
+        JobRow.select()
+        .where(JobRow.error.is_null(False))
+        .order_by(JobRow.updated_at.desc())
+        .first()
+    )
+    return None if row is None else _job(row)
+
+
+# Actions and approvals -----------------------------------------------------------------
+
+
+def get_action(action_id: str) -> ActionView:
+    row = ActionRow.get_or_none(ActionRow.action_id == action_id)
+    if row is None:
+        raise NotFoundError(f"no action {action_id!r}")
+    return _action(row)
+
+
+def actions_for_job(job_id: str) -> list[ActionView]:
+    return [_action(r) for r in ActionRow.select().where(ActionRow.job_id == job_id)]
+
+
+def get_approval(token: str) -> ApprovalView:
+    row = ApprovalRow.get_or_none(ApprovalRow.token == token)
+    if row is None:
+        raise NotFoundError("no such approval")
+    return _approval(row)
+
+
+def approval_for_action(action_id: str) -> ApprovalView:
+    row = (
+        ApprovalRow.select()
+        .where(ApprovalRow.action_id == action_id)
+        .order_by(ApprovalRow.requested_at.desc())
+        .first()
+    )
+    if row is None:
+        raise NotFoundError(f"no approval for action {action_id!r}")
+    return _approval(row)
+
+
+def pending_approvals(*, limit: int = 50) -> list[ApprovalView]:
+    query = (
+        ApprovalRow.select()
+        .where(ApprovalRow.status == "pending")
+        .order_by(ApprovalRow.requested_at)
+        .limit(limit)
+    )
+    return [_approval(r) for r in query]
+
+
+# Contacts ------------------------------------------------------------------------------
+
+
+def contact_by_email(email: str) -> ContactView | None:
+    row = ContactRow.get_or_none(ContactRow.email == email.lower())
+    return None if row is None else _contact(row)
+
+
+def get_contact(contact_id: str) -> ContactView:
+    row = ContactRow.get_or_none(ContactRow.contact_id == contact_id)
+    if row is None:
+        raise NotFoundError(f"no contact {contact_id!r}")
+    return _contact(row)
+
+
+# Cursors -------------------------------------------------------------------------------
+
+
+def cursor(name: str) -> int | None:
+    row = CursorRow.get_or_none(CursorRow.name == name)
+    return None if row is None else int(row.position)
+
+
+def save_cursor(name: str, position: int) -> None:
+    (
+        CursorRow.insert(name=name, position=position)
+        .on_conflict(conflict_target=[CursorRow.name], update={CursorRow.position: position})
+        .execute()
+    )

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import time
+
+from bot.dispatch import REFUSAL, Dispatcher
+from bot.messages import ButtonPress, InboundMessage
+from jobs.service import JobService
+from store import queries
+
+
+def msg(
+    text: str, *, sender: str = "local", channel: str = "console", platform_id: str | None = None
+) -> InboundMessage:
+    return InboundMessage(channel, sender, "chat", text, platform_id=platform_id)
+
+
+def press(data: str, *, sender: str = "local") -> ButtonPress:
+    return ButtonPress("console", sender, "chat", data)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+LEAD = "/lead Jane Doe <jane@acme.example> wants a website audit, budget 3k"
+
+
+def test_a_stranger_is_refused_politely_and_nothing_is_queued(dispatcher: Dispatcher) -> None:
+    replies = dispatcher.handle_message(msg(LEAD, sender="mallory"))
+    assert [r.text for r in replies] == [REFUSAL]
+    assert queries.list_jobs() == []
+
+
+def test_a_stranger_cannot_press_buttons(dispatcher: Dispatcher) -> None:
+    assert dispatcher.handle_button(press("ap:tok:y", sender="mallory")).text == REFUSAL
+
+
+def test_an_unknown_command_gets_a_hint_and_nothing_is_queued(dispatcher: Dispatcher) -> None:
+    [reply] = dispatcher.handle_message(msg("/frobnicate now"))
+    assert "Unknown command /frobnicate" in reply.text and "/help" in reply.text
+    assert queries.list_jobs() == []
+
+
+def test_a_missing_argument_gets_the_usage_line(dispatcher: Dispatcher) -> None:
+    [reply] = dispatcher.handle_message(msg("/lead"))
+    assert reply.text.startswith("Usage: /lead")
+    [reply] = dispatcher.handle_message(msg("/trace"))
+    assert reply.text.startswith("Usage: /trace")
+    assert queries.list_jobs() == []
+
+
+def test_a_lead_without_an_email_is_refused_with_a_hint(dispatcher: Dispatcher) -> None:
+    [reply] = dispatcher.handle_message(msg("/lead Jane Doe wants an audit"))
+    assert "email address" in reply.text
+    assert queries.list_jobs() == []
+
+
+def test_an_oversized_message_is_refused(dispatcher: Dispatcher) -> None:
+    [reply] = dispatcher.handle_message(msg("/lead " + "x" * 5000))
+    assert "limit" in reply.text
+    assert queries.list_jobs() == []
+
+
+def test_a_lead_becomes_a_job_in_the_log_with_a_short_id(dispatcher: Dispatcher) -> None:
+    [reply] = dispatcher.handle_message(msg(LEAD))
+    [job] = queries.list_jobs()
+    assert f"[job {job.short_id}]" in reply.text
+    assert job.agent == "lead" and job.requested_by == "console:local"
+
+
+def test_a_redelivered_update_is_dropped(dispatcher: Dispatcher) -> None:
+    assert dispatcher.handle_message(msg(LEAD, platform_id="update-1"))
+    assert dispatcher.handle_message(msg(LEAD, platform_id="update-1")) == []
+    assert len(queries.list_jobs()) == 1
+
+
+def test_approve_sends_once_and_a_second_press_says_already_decided(dispatcher: Dispatcher) -> None:
+    dispatcher.handle_message(msg(LEAD))
+    wait_for(lambda: bool(queries.pending_approvals()))
+    [approval] = queries.pending_approvals()
+    first = dispatcher.handle_button(press(f"ap:{approval.token}:y"))
+    assert first.text.startswith("Approved")
+    second = dispatcher.handle_button(press(f"ap:{approval.token}:n"))
+    assert second.text.startswith("Already decided: approved by console:local")
+    wait_for(lambda: queries.get_action(approval.action_id).status == "executed")
+    assert queries.get_job(approval.job_id).status == "done"
+
+
+def test_reject_records_the_rejection_and_sends_nothing(
+    dispatcher: Dispatcher, service: JobService
+) -> None:
+    dispatcher.handle_message(msg(LEAD))
+    wait_for(lambda: bool(queries.pending_approvals()))
+    [approval] = queries.pending_approvals()
+    reply = dispatcher.handle_button(press(f"ap:{approval.token}:n"))
+    assert reply.text.startswith("Rejected: nothing sent")
+    assert queries.get_action(approval.action_id).status == "rejected"
+    assert queries.get_job(approval.job_id).status == "done"
+
+
+def test_an_unknown_token_or_foreign_data_is_answered_not_executed(dispatcher: Dispatcher) -> None:
+    assert "no longer valid" in dispatcher.handle_button(press("ap:nosuchtoken:y")).text
+    assert "not one of mine" in dispatcher.handle_button(press("garbage")).text
+
+
+def test_status_trace_and_approvals_answer(dispatcher: Dispatcher) -> None:
+    dispatcher.handle_message(msg(LEAD))
+    wait_for(lambda: bool(queries.pending_approvals()))
+    [job] = queries.list_jobs()
+    [status] = dispatcher.handle_message(msg("/status"))
+    assert "awaiting approval" in status.text and "Last error: none" in status.text
+    [trace] = dispatcher.handle_message(msg(f"/trace {job.short_id}"))
+    assert "JobRequested" in trace.text and "ApprovalRequested" in trace.text
+    header, proposal = dispatcher.handle_message(msg("/approvals"))
+    assert header.text == "1 waiting for you:"
+    assert [b.label for b in proposal.buttons] == ["Approve and send", "Reject"]
+    [missing] = dispatcher.handle_message(msg("/trace ffffff"))
+    assert "no job" in missing.text
