@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -53,7 +53,9 @@ class Settings(BaseSettings):
         description="Who may command the bot: comma-separated channel:user ids.",
     )
     operator_name: str = Field(default="", description="Your name, used to sign drafts.")
-    email_from: str = Field(default="opcore@localhost.localdomain", description="From address of sent email.")
+    email_from: str = Field(
+        default="opcore@localhost.localdomain", description="From address of sent email."
+    )
     llm_base_url: str = Field(default="", description="OpenAI-compatible API base URL.")
     llm_api_key: SecretStr = Field(default=SecretStr(""), description="API key for the model.")
     llm_model: str = Field(default="gpt-4o-mini", description="Model name for drafts.")
@@ -130,11 +132,12 @@ class Settings(BaseSettings):
             raise ValueError("smtp_url must start with smtp:// or smtps://")
         return value
 
-    @model_validator(mode="after")
-    def _check_log_level(self) -> Settings:
-        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-        return self
+        return value.upper()
 
     # Derived values -----------------------------------------------------------------
 

@@ -61,11 +61,15 @@ class Connector(ABC):
             raise InvalidParamsError(f"{self.name}.{action}: {exc}") from exc
 
     @abstractmethod
-    def execute(self, action: str, params: Mapping[str, Any], *, idempotency_key: str) -> ActionResult:
+    def execute(
+        self, action: str, params: Mapping[str, Any], *, idempotency_key: str
+    ) -> ActionResult:
         """Perform ``action`` once. The same key must never cause a second effect where the
         remote side can prevent it."""
 
-    def lookup(self, action: str, params: Mapping[str, Any], *, idempotency_key: str) -> ActionResult | None:
+    def lookup(
+        self, action: str, params: Mapping[str, Any], *, idempotency_key: str
+    ) -> ActionResult | None:
         """Return the result of an earlier attempt with this key if the connector can see it,
         ``None`` if it cannot tell. The default cannot tell."""
         return None

@@ -37,23 +37,11 @@ def declare_actors(
 
     # Handlers record failures in the log themselves; a retry here covers crashes of the
     # process or the database, and is safe because both handlers are idempotent.
+    options: dict[str, Any] = {"max_retries": 3, "min_backoff": 1_000, "max_backoff": 30_000}
+    declare = dramatiq.actor
     return Actors(
-        run_job=dramatiq.actor(
-            _run_job,
-            actor_name=RUN_JOB,
-            queue_name=QUEUE,
-            broker=broker,
-            max_retries=3,
-            min_backoff=1_000,
-            max_backoff=30_000,
-        ),
-        execute_action=dramatiq.actor(
-            _execute_action,
-            actor_name=EXECUTE_ACTION,
-            queue_name=QUEUE,
-            broker=broker,
-            max_retries=3,
-            min_backoff=1_000,
-            max_backoff=30_000,
-        ),
+        run_job=declare(actor_name=RUN_JOB, queue_name=QUEUE, broker=broker, **options)(_run_job),
+        execute_action=declare(
+            actor_name=EXECUTE_ACTION, queue_name=QUEUE, broker=broker, **options
+        )(_execute_action),
     )

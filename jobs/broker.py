@@ -40,7 +40,7 @@ def check_broker(broker: Broker) -> None:
 def queue_depth(broker: Broker) -> int | None:
     """Messages waiting in opcore's queue (``None`` if the broker cannot tell)."""
     if isinstance(broker, StubBroker):
-        return sum(q.qsize() for name, q in broker.queues.items() if name.startswith(QUEUE))
+        return int(sum(q.qsize() for name, q in broker.queues.items() if name.startswith(QUEUE)))
     if isinstance(broker, RedisBroker):
         try:
             waiting = broker.client.llen(f"{REDIS_NAMESPACE}:{QUEUE}")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import peewee
 
@@ -187,10 +187,9 @@ def list_jobs(*, limit: int = 50, statuses: Sequence[str] = ()) -> list[JobView]
 
 
 def count_jobs_by_status() -> dict[str, int]:
-    query = JobRow.select(JobRow.status, peewee.fn.COUNT(JobRow.job_id).alias("n")).group_by(
-        JobRow.status
-    )
-    return {row.status: int(row.n) for row in query}
+    query = JobRow.select(JobRow.status, peewee.fn.COUNT(JobRow.job_id)).group_by(JobRow.status)
+    rows = cast(Iterable[tuple[str, int]], query.tuples())
+    return {str(status): int(count) for status, count in rows}
 
 
 def last_error() -> JobView | None:

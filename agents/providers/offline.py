@@ -35,7 +35,10 @@ class OfflineProvider(ModelProvider):
         text = render(request.facts)
         prompt = sum(len(m.content) for m in request.messages)
         return ModelResponse(
-            text=text, model="offline-template", provider=self.name,
+            text=text,
+            model="offline-template",
+            provider=self.name,
             usage=Usage(prompt_tokens=prompt // 4, completion_tokens=len(text) // 4),
-            latency_s=time.perf_counter() - started, offline=True,
+            latency_s=time.perf_counter() - started,
+            offline=True,
         )
