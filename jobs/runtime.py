@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import dramatiq
-from agents.providers.offline import OfflineProvider
 from dramatiq import Broker
 
 from agents.lead import LeadAgent
 from agents.providers.base import ModelProvider
+from agents.providers.offline import OfflineProvider
 from agents.registry import AgentRegistry
 from agents.runner import JobRunner
 from config import ConfigError, Settings

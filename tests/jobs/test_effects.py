@@ -1,0 +1,184 @@
+"""Invariant 2: every external effect happens at most once, whatever is redelivered."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from connectors.base import ActionResult, ActionSpec, Connector
+from connectors.email import EmailConnector, OutboxDelivery
+from connectors.errors import TransientConnectorError
+from jobs.effects import execute_action
+from store import Store, queries
+from store import events as ev
+
+META = ev.Metadata(actor="test", correlation_id="j1")
+
+
+class Params(BaseModel):
+    n: int = 0
+
+
+class CountingConnector(Connector):
+    """Counts real effects; can be told to fail."""
+
+    name = "counting"
+    actions: ClassVar[Mapping[str, ActionSpec]] = {
+        "poke": ActionSpec("poke", "write", "poke", Params)
+    }
+
+    def __init__(
+        self, *, fail: Exception | None = None, slow: threading.Event | None = None
+    ) -> None:
+        self.effects: list[str] = []
+        self.fail = fail
+        self.slow = slow
+
+    def execute(
+        self, action: str, params: Mapping[str, Any], *, idempotency_key: str
+    ) -> ActionResult:
+        if self.slow is not None:
+            self.slow.wait(5)
+        if self.fail is not None:
+            raise self.fail
+        self.effects.append(idempotency_key)
+        return ActionResult("poked", {"key": idempotency_key})
+
+
+def propose(
+    store: Store,
+    *,
+    connector: str = "counting",
+    action: str = "poke",
+    params: dict[str, Any] | None = None,
+    approve: bool = True,
+) -> str:
+    store.log.append(
+        "job-j1",
+        [
+            ev.JobRequested(
+                job_id="j1",
+                agent="lead",
+                input={},
+                text="t",
+                channel="console",
+                chat_id="c",
+                requested_by="console:local",
+            )
+        ],
+        metadata=META,
+    )
+    store.log.append(
+        "action-a1",
+        [
+            ev.ActionProposed(
+                action_id="a1",
+                job_id="j1",
+                connector=connector,
+                action=action,
+                params=params or {"n": 1},
+                idempotency_key="j1:proposal:1",
+                summary="poke",
+            ),
+            ev.ApprovalRequested(
+                action_id="a1",
+                job_id="j1",
+                token="tok",
+                expires_at=datetime.now(UTC) + timedelta(hours=1),
+            ),
+        ],
+        metadata=META,
+    )
+    if approve:
+        store.log.append(
+            "action-a1",
+            [
+                ev.ApprovalDecided(
+                    action_id="a1",
+                    token="tok",
+                    decision="approved",
+                    decided_by="console:local",
+                    channel="console",
+                )
+            ],
+            metadata=META,
+        )
+    return "a1"
+
+
+def test_an_approved_action_runs_once_and_a_redelivery_does_nothing(store: Store) -> None:
+    connector = CountingConnector()
+    action_id = propose(store)
+    assert execute_action(store.log, {"counting": connector}, action_id) == "executed"
+    assert execute_action(store.log, {"counting": connector}, action_id) == "executed"
+    assert connector.effects == ["j1:proposal:1"]
+    types = [e.type for e in store.log.read_stream("action-a1")]
+    assert types[-2:] == ["ActionStarted", "ActionExecuted"]
+
+
+def test_an_action_that_was_not_approved_is_never_executed(store: Store) -> None:
+    connector = CountingConnector()
+    action_id = propose(store, approve=False)
+    assert execute_action(store.log, {"counting": connector}, action_id) == "awaiting_approval"
+    assert connector.effects == []
+
+
+def test_two_workers_racing_for_one_action_cause_one_effect(store: Store) -> None:
+    gate = threading.Event()
+    connector = CountingConnector(slow=gate)
+    action_id = propose(store)
+    results: list[str] = []
+
+    def worker() -> None:
+        results.append(execute_action(store.log, {"counting": connector}, action_id))
+        store.db.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join()
+    assert len(connector.effects) == 1
+    assert queries.get_action(action_id).status == "executed"
+
+
+def test_a_connector_failure_is_recorded_and_not_retried_blindly(store: Store) -> None:
+    connector = CountingConnector(fail=TransientConnectorError("smtp down"))
+    action_id = propose(store)
+    assert execute_action(store.log, {"counting": connector}, action_id) == "failed"
+    [failed] = [e for e in store.log.read_stream("action-a1") if e.type == "ActionFailed"]
+    assert isinstance(failed.data, ev.ActionFailed) and failed.data.transient
+    assert queries.get_job("j1").status == "failed"
+
+
+def test_a_crash_between_start_and_result_is_resolved_by_the_outbox_not_repeated(
+    store: Store, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox"
+    connector = EmailConnector(sender="me@example.com", delivery=OutboxDelivery(outbox))
+    params = {"to": "jane@acme.example", "subject": "Hi", "body": "Hello"}
+    action_id = propose(store, connector="email", action="send_email", params=params)
+    # The first attempt wrote the file, then the process died before ActionExecuted.
+    store.log.append(
+        "action-a1", [ev.ActionStarted(action_id="a1", attempt=1, worker="dead")], metadata=META
+    )
+    connector.execute("send_email", params, idempotency_key="j1:proposal:1")
+    assert execute_action(store.log, {"email": connector}, action_id) == "executed"
+    assert len(list(outbox.glob("*.eml"))) == 1
+
+
+def test_a_crash_with_an_unknowable_outcome_is_reported_not_repeated(store: Store) -> None:
+    connector = CountingConnector()
+    action_id = propose(store)
+    store.log.append(
+        "action-a1", [ev.ActionStarted(action_id="a1", attempt=1, worker="dead")], metadata=META
+    )
+    assert execute_action(store.log, {"counting": connector}, action_id) == "failed"
+    assert connector.effects == []
+    assert "OutcomeUnknown" in (queries.get_action(action_id).error or "")
