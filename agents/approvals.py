@@ -47,12 +47,13 @@ def decide(
         approval = queries.get_approval(token)
     except NotFoundError:
         return DecisionResult(Outcome.UNKNOWN)
+    stream = ev.action_stream(approval.action_id)
+    version = log.stream_version(stream)
+    approval = queries.get_approval(token)  # re-read after the version: see jobs/effects.py
     action = queries.get_action(approval.action_id)
     if approval.status != "pending":
         return DecisionResult(Outcome.ALREADY_DECIDED, approval, action)
 
-    stream = ev.action_stream(approval.action_id)
-    version = log.stream_version(stream)
     meta = ev.Metadata(actor=decided_by, correlation_id=approval.job_id)
     if approval.expired(now or utcnow()):
         try:

@@ -1,8 +1,9 @@
 """Running one job: claim it in the log, run its agent, record how it ended.
 
 Dramatiq delivers at least once, so ``run_job`` is safe to call twice for the same job: a
-job that already finished is left alone, and a second worker racing for the same job loses
-the optimistic-concurrency check on ``JobStarted`` and steps back.
+job that already finished is left alone, a job another worker started within its lease is
+left to that worker, and a second worker racing for the same job loses the
+optimistic-concurrency check on ``JobStarted`` and steps back.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from connectors.errors import ConnectorError
 from store import events as ev
 from store import queries
 from store.errors import ConcurrencyError, NotFoundError
-from store.log import EventLog
+from store.log import EventLog, utcnow
 
 logger = logging.getLogger(__name__)
 
 FINISHED = {"done", "failed", "awaiting_approval", "cancelled"}
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+# A job started less than this long ago belongs to the worker that started it; after that the
+# worker is presumed dead and a redelivered message runs the job again (its steps are idempotent).
+JOB_LEASE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,9 @@ class JobRunner:
         model: ModelProvider,
         approval_ttl: timedelta,
         operator_name: str,
+        lease: timedelta = JOB_LEASE,
     ) -> None:
+        self._lease = lease
         self._log = log
         self._registry = registry
         self._model = model
@@ -56,6 +62,8 @@ class JobRunner:
         self._operator_name = operator_name
 
     def run(self, job_id: str) -> RunOutcome:
+        stream = ev.job_stream(job_id)
+        version = self._log.stream_version(stream)  # before the status: see jobs/effects.py
         try:
             job = queries.get_job(job_id)
         except NotFoundError:
@@ -65,9 +73,19 @@ class JobRunner:
             logger.info("job %s is already %s; nothing to do", job_id, job.status)
             return RunOutcome(job_id, job.status, job.summary)
 
-        stream = ev.job_stream(job_id)
+        if (
+            job.status == "running"
+            and job.started_at is not None
+            and utcnow() - job.started_at < self._lease
+        ):
+            logger.info(
+                "job %s is running on another worker (lease until %s)",
+                job_id,
+                job.started_at + self._lease,
+            )
+            return RunOutcome(job_id, "claimed-elsewhere", "")
+
         meta = ev.Metadata(actor=f"worker:{WORKER_ID}", correlation_id=job_id)
-        version = self._log.stream_version(stream)
         try:
             self._log.append(
                 stream,

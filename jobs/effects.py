@@ -3,8 +3,8 @@
 ``ActionStarted`` is appended (at the stream's expected version, so only one worker can
 start it) before the connector is called with the action's idempotency key; the result is
 recorded as ``ActionExecuted`` or ``ActionFailed``. A redelivered message finds the action
-executed and does nothing. An action found started but not finished (a crash between the
-two) is never silently repeated: the connector's own lookup resolves it where it can, and
+executed and does nothing. An action found started but not finished, and older than its lease (a crash
+between the two), is never silently repeated: the connector's own lookup resolves it where it can, and
 otherwise it is recorded as failed with its outcome unknown, for the operator to check.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 from agents.runner import WORKER_ID
 from connectors.base import Connector
@@ -19,15 +20,37 @@ from connectors.errors import ConnectorError, PermanentConnectorError, Transient
 from store import events as ev
 from store import queries
 from store.errors import ConcurrencyError, NotFoundError
-from store.log import EventLog
+from store.log import EventLog, utcnow
 
 logger = logging.getLogger(__name__)
 
 DONE = {"executed", "rejected", "expired", "failed"}
+ACTION_LEASE = timedelta(minutes=10)
 
 
-def execute_action(log: EventLog, connectors: Mapping[str, Connector], action_id: str) -> str:
-    """Run one approved action. Returns the action's status afterwards."""
+def _last_start(log: EventLog, stream: str) -> datetime | None:
+    starts = [
+        e.recorded_at for e in log.read_stream(stream) if isinstance(e.data, ev.ActionStarted)
+    ]
+    return starts[-1] if starts else None
+
+
+def execute_action(
+    log: EventLog,
+    connectors: Mapping[str, Connector],
+    action_id: str,
+    *,
+    lease: timedelta = ACTION_LEASE,
+    now: datetime | None = None,
+) -> str:
+    """Run one approved action. Returns the action's status afterwards.
+
+    An action started less than ``lease`` ago belongs to the worker that started it; after
+    that, its worker is presumed dead and the outcome is resolved (never repeated blindly)."""
+    stream = ev.action_stream(action_id)
+    # Read the version before the status: if the status still says "approved", no start was
+    # committed before this version, so a racing worker's start makes our append fail.
+    version = log.stream_version(stream)
     try:
         action = queries.get_action(action_id)
     except NotFoundError:
@@ -41,11 +64,14 @@ def execute_action(log: EventLog, connectors: Mapping[str, Connector], action_id
         )
         return action.status
 
-    stream = ev.action_stream(action_id)
     meta = ev.Metadata(actor=f"worker:{WORKER_ID}", correlation_id=action.job_id)
     connector = connectors[action.connector]
 
     if action.status == "running":
+        started = _last_start(log, stream)
+        if started is not None and (now or utcnow()) - started < lease:
+            logger.info("action %s is being executed by another worker; leaving it", action_id)
+            return "running"
         found = connector.lookup(
             action.action, action.params, idempotency_key=action.idempotency_key
         )
@@ -79,7 +105,7 @@ def execute_action(log: EventLog, connectors: Mapping[str, Connector], action_id
             stream,
             [ev.ActionStarted(action_id=action_id, attempt=action.attempts + 1, worker=WORKER_ID)],
             metadata=meta,
-            expected_version=log.stream_version(stream),
+            expected_version=version,
         )
     except ConcurrencyError:
         logger.info("action %s was started by another worker", action_id)

@@ -169,7 +169,8 @@ def test_a_crash_between_start_and_result_is_resolved_by_the_outbox_not_repeated
         "action-a1", [ev.ActionStarted(action_id="a1", attempt=1, worker="dead")], metadata=META
     )
     connector.execute("send_email", params, idempotency_key="j1:proposal:1")
-    assert execute_action(store.log, {"email": connector}, action_id) == "executed"
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert execute_action(store.log, {"email": connector}, action_id, now=later) == "executed"
     assert len(list(outbox.glob("*.eml"))) == 1
 
 
@@ -179,6 +180,8 @@ def test_a_crash_with_an_unknowable_outcome_is_reported_not_repeated(store: Stor
     store.log.append(
         "action-a1", [ev.ActionStarted(action_id="a1", attempt=1, worker="dead")], metadata=META
     )
-    assert execute_action(store.log, {"counting": connector}, action_id) == "failed"
+    assert execute_action(store.log, {"counting": connector}, action_id) == "running"  # within its lease
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert execute_action(store.log, {"counting": connector}, action_id, now=later) == "failed"
     assert connector.effects == []
     assert "OutcomeUnknown" in (queries.get_action(action_id).error or "")

@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import BaseModel
+
+from agents.base import Agent, Capability
+from agents.context import AgentContext
+from agents.errors import ProviderUnavailableError
+from agents.lead import LeadAgent, parse_lead
+from agents.providers.base import ModelProvider, ModelRequest, ModelResponse
+from agents.providers.offline import OfflineProvider
+from agents.registry import AgentRegistry
+from agents.runner import JobRunner
+from connectors.email import EmailConnector, OutboxDelivery
+from store import Store, open_store, queries
+from store import events as ev
+
+
+class Nothing(BaseModel):
+    pass
+
+
+class Overreacher(Agent[Nothing, Nothing]):
+    """Declares nothing, then tries to send an email."""
+
+    name = "overreacher"
+    description = "test"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    input_model = Nothing
+    output_model = Nothing
+
+    def run(self, ctx: AgentContext, payload: Nothing) -> Nothing:
+        ctx.propose(
+            "email", "send_email", {"to": "x@y.example", "subject": "s", "body": "b"}, summary="s"
+        )
+        return Nothing()
+
+
+class DownProvider(ModelProvider):
+    name = "down"
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        raise ProviderUnavailableError("HTTP 503 from the model server")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = open_store(f"sqlite:///{tmp_path / 'opcore.db'}")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def make_runner(store: Store, tmp_path: Path, model: ModelProvider | None = None) -> JobRunner:
+    connectors = {
+        "email": EmailConnector(sender="me@example.com", delivery=OutboxDelivery(tmp_path))
+    }
+    registry = AgentRegistry.with_agents(connectors, [LeadAgent(), Overreacher()])
+    return JobRunner(
+        log=store.log,
+        registry=registry,
+        model=model or OfflineProvider(),
+        approval_ttl=timedelta(hours=1),
+        operator_name="Sam",
+    )
+
+
+def request(store: Store, agent: str = "lead", payload: dict[str, Any] | None = None) -> str:
+    if payload is None:
+        payload = parse_lead("Jane Doe <jane@acme.example> wants an audit").model_dump()
+    store.log.append(
+        "job-j1",
+        [
+            ev.JobRequested(
+                job_id="j1",
+                agent=agent,
+                input=payload,
+                text="t",
+                channel="console",
+                chat_id="c",
+                requested_by="console:local",
+            )
+        ],
+        metadata=ev.Metadata(actor="test", correlation_id="j1"),
+    )
+    return "j1"
+
+
+def types(store: Store) -> list[str]:
+    return [e.type for e in store.log.read_correlated("j1")]
+
+
+def test_a_lead_job_records_every_step_and_waits_for_approval(store: Store, tmp_path: Path) -> None:
+    outcome = make_runner(store, tmp_path).run(request(store))
+    assert outcome.status == "awaiting_approval"
+    assert types(store) == [
+        "JobRequested",
+        "JobStarted",
+        "ContactCreated",
+        "ModelCalled",
+        "ActionProposed",
+        "ApprovalRequested",
+        "JobCompleted",
+    ]
+
+
+def test_a_redelivered_job_runs_once(store: Store, tmp_path: Path) -> None:
+    runner = make_runner(store, tmp_path)
+    job = request(store)
+    runner.run(job)
+    runner.run(job)
+    assert types(store).count("JobStarted") == 1
+    assert len(queries.actions_for_job(job)) == 1
+
+
+def test_workers_racing_for_one_job_start_it_once(store: Store, tmp_path: Path) -> None:
+    runner = make_runner(store, tmp_path)
+    job = request(store)
+    barrier = threading.Barrier(3)
+
+    def work() -> None:
+        barrier.wait()
+        runner.run(job)
+        store.db.close()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert types(store).count("JobStarted") == 1
+    assert types(store).count("ActionProposed") == 1
+
+
+def test_a_second_lead_from_the_same_address_recalls_the_contact(
+    store: Store, tmp_path: Path
+) -> None:
+    runner = make_runner(store, tmp_path)
+    runner.run(request(store))
+    payload = parse_lead("Jane Doe <JANE@acme.example> again").model_dump()
+    store.log.append(
+        "job-j2",
+        [
+            ev.JobRequested(
+                job_id="j2",
+                agent="lead",
+                input=payload,
+                text="t",
+                channel="console",
+                chat_id="c",
+                requested_by="console:local",
+            )
+        ],
+        metadata=ev.Metadata(actor="test", correlation_id="j2"),
+    )
+    outcome = runner.run("j2")
+    assert outcome.summary.startswith("Returning contact: Jane Doe (Acme)")
+    assert "ContactRecalled" in [e.type for e in store.log.read_correlated("j2")]
+
+
+def test_an_agent_using_a_power_it_did_not_declare_fails_and_nothing_is_proposed(
+    store: Store, tmp_path: Path
+) -> None:
+    outcome = make_runner(store, tmp_path).run(request(store, "overreacher", {}))
+    assert outcome.status == "failed"
+    assert "did not declare email.send_email" in (queries.get_job("j1").error or "")
+    assert queries.actions_for_job("j1") == []
+
+
+def test_a_model_outage_fails_the_job_with_a_transient_error_on_record(
+    store: Store, tmp_path: Path
+) -> None:
+    outcome = make_runner(store, tmp_path, DownProvider()).run(request(store))
+    assert outcome.status == "failed"
+    [failed] = [e for e in store.log.read_correlated("j1") if e.type == "JobFailed"]
+    assert isinstance(failed.data, ev.JobFailed)
+    assert failed.data.transient and "503" in failed.data.error
+
+
+def test_input_that_does_not_fit_the_agent_fails_cleanly(store: Store, tmp_path: Path) -> None:
+    outcome = make_runner(store, tmp_path).run(request(store, "lead", {"name": ""}))
+    assert outcome.status == "failed"
+    assert "AgentInputError" in (queries.get_job("j1").error or "")
