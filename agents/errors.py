@@ -40,6 +40,7 @@ class ProviderTimeoutError(ProviderError):
 
 class ProviderUnavailableError(ProviderError):
     transient = True
+    retry_after: float | None = None  # seconds, from a Retry-After header when the server sent one
 
 
 class ProviderRequestError(ProviderError):

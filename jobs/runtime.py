@@ -12,6 +12,7 @@ from dramatiq import Broker
 from agents.lead import LeadAgent
 from agents.providers.base import ModelProvider
 from agents.providers.offline import OfflineProvider
+from agents.providers.openai import OpenAIChatProvider
 from agents.registry import AgentRegistry
 from agents.runner import JobRunner
 from config import ConfigError, Settings
@@ -27,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 def make_model(settings: Settings) -> ModelProvider:
     if settings.llm_base_url:
-        from agents.providers.openai import OpenAIChatProvider
-
         return OpenAIChatProvider(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key.get_secret_value(),

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests import netguard
+from tests.fakes.openai_server import openai_server  # noqa: F401  (fixture)
+from tests.fakes.smtp_server import smtp_server  # noqa: F401  (fixture)
 
 netguard.install()
 

@@ -180,7 +180,9 @@ def test_a_crash_with_an_unknowable_outcome_is_reported_not_repeated(store: Stor
     store.log.append(
         "action-a1", [ev.ActionStarted(action_id="a1", attempt=1, worker="dead")], metadata=META
     )
-    assert execute_action(store.log, {"counting": connector}, action_id) == "running"  # within its lease
+    assert (
+        execute_action(store.log, {"counting": connector}, action_id) == "running"
+    )  # within its lease
     later = datetime.now(UTC) + timedelta(hours=1)
     assert execute_action(store.log, {"counting": connector}, action_id, now=later) == "failed"
     assert connector.effects == []

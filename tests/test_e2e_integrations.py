@@ -1,0 +1,94 @@
+"""End to end with the real outside-world protocols: an OpenAI-compatible model server and
+an SMTP server, both local, driven through the console exactly as a user would."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e_helpers import LEAD, event_types, job_id_in, opcore, opcore_env
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.smtp_server import Recorder
+
+pytestmark = pytest.mark.e2e
+
+DRAFT = {
+    "subject": "Your website audit",
+    "body": "Hi Jane,\n\nHappy to help with the audit.\n\nSam",
+}
+
+
+def test_with_a_model_endpoint_the_draft_comes_from_the_model_and_smtp_delivers_it(
+    tmp_path: Path, openai_server: FakeOpenAI, smtp_server: Callable[..., int]
+) -> None:
+    openai_server.reply(json.dumps(DRAFT))
+    handler = Recorder()
+    port = smtp_server(handler)
+    env = opcore_env(
+        tmp_path / "data",
+        llm_base_url=openai_server.base_url,
+        llm_api_key="sk-local",
+        llm_model="test-model",
+        smtp_url=f"smtp://127.0.0.1:{port}",
+        email_from="Sam <sam@rivera.example>",
+    )
+    result = opcore(["console"], env, stdin=f"{LEAD}\n1\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Subject: Your website audit" in out
+    assert "offline template" not in out
+    assert "Sent to jane@acme.example." in out
+
+    [request] = openai_server.requests
+    assert request.body["model"] == "test-model"
+    assert request.headers["Authorization"] == "Bearer sk-local"
+    user = json.loads(request.body["messages"][1]["content"])
+    assert user["lead"]["email"] == "jane@acme.example"
+
+    [envelope] = handler.envelopes
+    assert envelope.rcpt_tos == ["jane@acme.example"]
+    assert b"Subject: Your website audit" in envelope.original_content
+    assert not (tmp_path / "data" / "outbox").exists() or not list(
+        (tmp_path / "data" / "outbox").iterdir()
+    )
+
+    job = job_id_in(out)
+    trace = opcore(["trace", job], env, cwd=tmp_path).stdout
+    assert "openai/test-model" in trace and "12+34 tokens" in trace
+
+
+def test_a_model_failure_tells_the_operator_and_sends_nothing(
+    tmp_path: Path, openai_server: FakeOpenAI
+) -> None:
+    openai_server.status(500)
+    env = opcore_env(tmp_path / "data", llm_base_url=openai_server.base_url)
+    result = opcore(["console"], env, stdin=f"{LEAD}\n/status\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "failed: ProviderUnavailableError: HTTP 500" in result.stdout
+    job = job_id_in(result.stdout)
+    assert event_types(job, env, tmp_path)[-1] == "JobFailed"
+
+
+def test_a_draft_that_is_not_the_promised_json_fails_the_job_clearly(
+    tmp_path: Path, openai_server: FakeOpenAI
+) -> None:
+    openai_server.reply("Sure! Here is a draft: Hi Jane…")
+    env = opcore_env(tmp_path / "data", llm_base_url=openai_server.base_url)
+    result = opcore(["console"], env, stdin=f"{LEAD}\n", cwd=tmp_path)
+    assert "not a valid reply" in result.stdout
+
+
+def test_an_smtp_rejection_is_reported_with_the_trace(
+    tmp_path: Path, smtp_server: Callable[..., int]
+) -> None:
+    port = smtp_server(Recorder(reply="550 5.7.1 Relaying denied"))
+    env = opcore_env(tmp_path / "data", smtp_url=f"smtp://127.0.0.1:{port}")
+    result = opcore(["console"], env, stdin=f"{LEAD}\n1\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Failed: Send email to jane@acme.example" in result.stdout
+    assert "PermanentConnectorError" in result.stdout
+    job = job_id_in(result.stdout)
+    assert event_types(job, env, tmp_path)[-1] == "ActionFailed"
