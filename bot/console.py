@@ -70,8 +70,13 @@ class ConsoleChannel:
             self._stdout.flush()
 
     def deliver(self, outbound: Outbound) -> None:
-        """Notifier sink: a message from a job."""
+        """Notifier sink: a message from a job, arriving while the operator may be typing."""
+        if self._interactive:
+            self._stdout.write("\n")
         self.show(outbound.reply)
+        if self._interactive:
+            self._stdout.write(PROMPT)
+            self._stdout.flush()
 
     # Input -----------------------------------------------------------------------------
 
