@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from store import Store, open_store
 from tests import netguard
 from tests.fakes.openai_server import openai_server  # noqa: F401  (fixture)
 from tests.fakes.smtp_server import smtp_server  # noqa: F401  (fixture)
@@ -46,6 +47,16 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A store on a fresh SQLite file (tests/store overrides it to run on PostgreSQL too)."""
+    opened = open_store(f"sqlite:///{tmp_path / 'opcore.db'}")
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest.fixture

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
 from pydantic import BaseModel
 
 from agents.base import Agent, Capability
@@ -18,8 +16,9 @@ from agents.providers.offline import OfflineProvider
 from agents.registry import AgentRegistry
 from agents.runner import JobRunner
 from connectors.email import EmailConnector, OutboxDelivery
-from store import Store, open_store, queries
+from store import Store, queries
 from store import events as ev
+from tests.builders import request_job
 
 
 class Nothing(BaseModel):
@@ -49,15 +48,6 @@ class DownProvider(ModelProvider):
         raise ProviderUnavailableError("HTTP 503 from the model server")
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'opcore.db'}")
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
 def make_runner(store: Store, tmp_path: Path, model: ModelProvider | None = None) -> JobRunner:
     connectors = {
         "email": EmailConnector(sender="me@example.com", delivery=OutboxDelivery(tmp_path))
@@ -75,22 +65,7 @@ def make_runner(store: Store, tmp_path: Path, model: ModelProvider | None = None
 def request(store: Store, agent: str = "lead", payload: dict[str, Any] | None = None) -> str:
     if payload is None:
         payload = parse_lead("Jane Doe <jane@acme.example> wants an audit").model_dump()
-    store.log.append(
-        "job-j1",
-        [
-            ev.JobRequested(
-                job_id="j1",
-                agent=agent,
-                input=payload,
-                text="t",
-                channel="console",
-                chat_id="c",
-                requested_by="console:local",
-            )
-        ],
-        metadata=ev.Metadata(actor="test", correlation_id="j1"),
-    )
-    return "j1"
+    return request_job(store, "j1", agent=agent, payload=payload)
 
 
 def types(store: Store) -> list[str]:
@@ -144,22 +119,7 @@ def test_a_second_lead_from_the_same_address_recalls_the_contact(
 ) -> None:
     runner = make_runner(store, tmp_path)
     runner.run(request(store))
-    payload = parse_lead("Jane Doe <JANE@acme.example> again").model_dump()
-    store.log.append(
-        "job-j2",
-        [
-            ev.JobRequested(
-                job_id="j2",
-                agent="lead",
-                input=payload,
-                text="t",
-                channel="console",
-                chat_id="c",
-                requested_by="console:local",
-            )
-        ],
-        metadata=ev.Metadata(actor="test", correlation_id="j2"),
-    )
+    request_job(store, "j2", payload=parse_lead("Jane Doe <JANE@acme.example> again").model_dump())
     outcome = runner.run("j2")
     assert outcome.summary.startswith("Returning contact: Jane Doe (Acme)")
     assert "ContactRecalled" in [e.type for e in store.log.read_correlated("j2")]

@@ -16,6 +16,7 @@ from connectors.errors import TransientConnectorError
 from jobs.effects import execute_action
 from store import Store, queries
 from store import events as ev
+from tests.builders import approve, propose_action, request_job
 
 META = ev.Metadata(actor="test", correlation_id="j1")
 
@@ -56,58 +57,12 @@ def propose(
     connector: str = "counting",
     action: str = "poke",
     params: dict[str, Any] | None = None,
-    approve: bool = True,
+    approved: bool = True,
 ) -> str:
-    store.log.append(
-        "job-j1",
-        [
-            ev.JobRequested(
-                job_id="j1",
-                agent="lead",
-                input={},
-                text="t",
-                channel="console",
-                chat_id="c",
-                requested_by="console:local",
-            )
-        ],
-        metadata=META,
-    )
-    store.log.append(
-        "action-a1",
-        [
-            ev.ActionProposed(
-                action_id="a1",
-                job_id="j1",
-                connector=connector,
-                action=action,
-                params=params or {"n": 1},
-                idempotency_key="j1:proposal:1",
-                summary="poke",
-            ),
-            ev.ApprovalRequested(
-                action_id="a1",
-                job_id="j1",
-                token="tok",
-                expires_at=datetime.now(UTC) + timedelta(hours=1),
-            ),
-        ],
-        metadata=META,
-    )
-    if approve:
-        store.log.append(
-            "action-a1",
-            [
-                ev.ApprovalDecided(
-                    action_id="a1",
-                    token="tok",
-                    decision="approved",
-                    decided_by="console:local",
-                    channel="console",
-                )
-            ],
-            metadata=META,
-        )
+    request_job(store)
+    propose_action(store, connector=connector, action=action, params=params or {"n": 1})
+    if approved:
+        approve(store)
     return "a1"
 
 
@@ -123,7 +78,7 @@ def test_an_approved_action_runs_once_and_a_redelivery_does_nothing(store: Store
 
 def test_an_action_that_was_not_approved_is_never_executed(store: Store) -> None:
     connector = CountingConnector()
-    action_id = propose(store, approve=False)
+    action_id = propose(store, approved=False)
     assert execute_action(store.log, {"counting": connector}, action_id) == "awaiting_approval"
     assert connector.effects == []
 

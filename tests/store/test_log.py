@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 
 import pytest
 
@@ -9,20 +9,10 @@ from store import Store, queries
 from store import events as ev
 from store.errors import ConcurrencyError, EventSchemaError
 from store.migrate import pending
+from tests.builders import approve, propose_action
+from tests.builders import job_requested as requested
 
 META = ev.Metadata(actor="test", correlation_id="j1")
-
-
-def requested(job_id: str = "j1") -> ev.JobRequested:
-    return ev.JobRequested(
-        job_id=job_id,
-        agent="lead",
-        input={"name": "Jane"},
-        text="/lead Jane",
-        channel="console",
-        chat_id="local",
-        requested_by="console:local",
-    )
 
 
 def test_events_get_global_positions_and_per_stream_versions(store: Store) -> None:
@@ -78,45 +68,13 @@ def test_the_job_projection_follows_the_job_events(store: Store) -> None:
     assert queries.get_job("j1").status == "queued"
     log.append("job-j1", [ev.JobStarted(job_id="j1", worker="w", attempt=1)], metadata=META)
     assert queries.get_job("j1").status == "running"
-    log.append(
-        "action-a1",
-        [
-            ev.ActionProposed(
-                action_id="a1",
-                job_id="j1",
-                connector="email",
-                action="send_email",
-                params={"to": "x@y.example"},
-                idempotency_key="j1:p1",
-                summary="send",
-            ),
-            ev.ApprovalRequested(
-                action_id="a1",
-                job_id="j1",
-                token="tok",
-                expires_at=datetime.now(UTC) + timedelta(hours=1),
-            ),
-        ],
-        metadata=META,
-    )
+    propose_action(store)
     log.append(
         "job-j1", [ev.JobCompleted(job_id="j1", summary="drafted", proposals=1)], metadata=META
     )
     assert queries.get_job("j1").status == "awaiting_approval"
     assert [a.token for a in queries.pending_approvals()] == ["tok"]
-    log.append(
-        "action-a1",
-        [
-            ev.ApprovalDecided(
-                action_id="a1",
-                token="tok",
-                decision="approved",
-                decided_by="console:local",
-                channel="console",
-            )
-        ],
-        metadata=META,
-    )
+    approve(store)
     log.append(
         "action-a1", [ev.ActionExecuted(action_id="a1", summary="sent", details={})], metadata=META
     )
