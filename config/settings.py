@@ -26,6 +26,18 @@ from config.errors import ConfigError
 
 CONSOLE_OPERATOR = "console:local"
 
+# Where the reliability tests may kill a process (os._exit, as kill -9 would). Settings only:
+# nothing in chat can reach them.
+FAULT_POINTS = frozenset(
+    {
+        "before_agent",  # the worker claimed the job, the agent has not run
+        "after_draft",  # the agent checkpointed its draft, no proposal yet
+        "after_action_started",  # ActionStarted is in the log, the connector was not called
+        "after_effect",  # the connector did its work, ActionExecuted is not in the log
+        "after_action_executed",  # ActionExecuted is in the log, the message is not acked
+    }
+)
+
 
 class Settings(BaseSettings):
     """Every knob of opcore. The README's settings table documents each field."""
@@ -76,6 +88,22 @@ class Settings(BaseSettings):
         description="At end of piped input, how long to wait for jobs in flight.",
     )
     log_level: str = Field(default="WARNING", description="Python logging level.")
+    job_lease_seconds: float = Field(
+        default=600.0, gt=0, description="A started job or action with no result after this long is presumed orphaned."
+    )
+    queue_lease_seconds: float = Field(
+        default=60.0, gt=0, description="A queued job or approved action not started after this long is enqueued again."
+    )
+    reconcile_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often `opcore run` looks for orphaned jobs and actions."
+    )
+    max_retries: int = Field(default=4, ge=0, le=20, description="Retries of a transient failure before dead-lettering.")
+    retry_min_backoff_ms: int = Field(default=2_000, ge=10, description="First retry delay (doubles each time, with jitter).")
+    retry_max_backoff_ms: int = Field(default=300_000, ge=10, description="Longest retry delay.")
+    faults: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Failure injection for the reliability tests only (kill points); never set in production.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -93,7 +121,7 @@ class Settings(BaseSettings):
             TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
         )
 
-    @field_validator("operators", mode="before")
+    @field_validator("operators", "faults", mode="before")
     @classmethod
     def _split_operators(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -109,6 +137,14 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"operator {entry!r} must look like channel:user (e.g. telegram:12345)"
                 )
+        return value
+
+    @field_validator("faults")
+    @classmethod
+    def _check_faults(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(value) - FAULT_POINTS
+        if unknown:
+            raise ValueError(f"unknown fault points {sorted(unknown)}; known: {sorted(FAULT_POINTS)}")
         return value
 
     @field_validator("broker_url")

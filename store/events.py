@@ -123,10 +123,55 @@ class JobCompleted(EventData):
 
 @event_type("JobFailed")
 class JobFailed(EventData):
+    """Final: permanent error, or the last retry of a transient one (dead-lettered)."""
+
     job_id: str
     error_type: str
     error: str
     transient: bool = False
+    attempts: int = 1
+
+
+@event_type("JobAttemptFailed")
+class JobAttemptFailed(EventData):
+    """A transient failure; the job will be tried again after ``retry_in_s``."""
+
+    job_id: str
+    attempt: int
+    error_type: str
+    error: str
+    retry_in_s: float
+
+
+@event_type("JobRequeued")
+class JobRequeued(EventData):
+    """The reconciler (or the operator) put the job back on the queue."""
+
+    job_id: str
+    reason: str
+
+
+@event_type("JobRetried")
+class JobRetried(EventData):
+    """The operator asked to run a failed job again."""
+
+    job_id: str
+    by: str
+
+
+@event_type("JobCancelled")
+class JobCancelled(EventData):
+    job_id: str
+    by: str
+
+
+@event_type("StepCompleted")
+class StepCompleted(EventData):
+    """A checkpoint: the step's result, so a resumed job does not repeat it."""
+
+    job_id: str
+    step: str
+    result: JSONDict
 
 
 @event_type("ModelCalled")
@@ -226,6 +271,95 @@ class ActionRejected(EventData):
     decided_by: str
 
 
+@event_type("ActionAttemptFailed")
+class ActionAttemptFailed(EventData):
+    """The connector failed without effect, transiently; the action will be tried again."""
+
+    action_id: str
+    attempt: int
+    error_type: str
+    error: str
+    retry_in_s: float
+
+
+@event_type("ActionOutcomeUnknown")
+class ActionOutcomeUnknown(EventData):
+    """The action was started but its result never recorded, and the connector cannot tell."""
+
+    action_id: str
+    reason: str
+
+
+@event_type("ActionRetried")
+class ActionRetried(EventData):
+    """The operator asked to try a failed or unknown action again (same idempotency key)."""
+
+    action_id: str
+    by: str
+
+
+@event_type("ActionDiscarded")
+class ActionDiscarded(EventData):
+    action_id: str
+    by: str
+
+
+@event_type("ActionCompensated")
+class ActionCompensated(EventData):
+    """The action's effect was undone by its compensating action."""
+
+    action_id: str
+    compensation: str
+    summary: str
+    reason: str
+
+
+@event_type("ActionCompensationFailed")
+class ActionCompensationFailed(EventData):
+    action_id: str
+    compensation: str
+    error_type: str
+    error: str
+
+
+# Questions to the operator -------------------------------------------------------------
+
+
+@event_type("QuestionAsked")
+class QuestionAsked(EventData):
+    """The system needs the operator to choose (an unknown outcome, a dead-lettered job)."""
+
+    token: str
+    kind: Literal["action_unknown", "action_failed", "job_failed"]
+    job_id: str
+    action_id: str | None = None
+    text: str
+    choices: list[str]
+
+
+@event_type("QuestionAnswered")
+class QuestionAnswered(EventData):
+    token: str
+    choice: str
+    answered_by: str
+    channel: str
+
+
+# Agents --------------------------------------------------------------------------------
+
+
+@event_type("AgentPaused")
+class AgentPaused(EventData):
+    agent: str
+    by: str
+
+
+@event_type("AgentResumed")
+class AgentResumed(EventData):
+    agent: str
+    by: str
+
+
 def job_stream(job_id: str) -> str:
     return f"job-{job_id}"
 
@@ -236,3 +370,7 @@ def action_stream(action_id: str) -> str:
 
 def contact_stream(contact_id: str) -> str:
     return f"contact-{contact_id}"
+
+
+def agent_stream(agent: str) -> str:
+    return f"agent-{agent}"

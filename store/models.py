@@ -54,6 +54,7 @@ class JobRow(BaseModel):
     tokens = peewee.IntegerField(default=0)
     summary = peewee.TextField(default="")
     error = peewee.TextField(null=True)
+    next_attempt_at = peewee.DateTimeField(null=True)
 
     class Meta:
         table_name = "jobs"
@@ -73,6 +74,8 @@ class ActionRow(BaseModel):
     result = peewee.TextField(default="")
     error = peewee.TextField(null=True)
     updated_at = peewee.DateTimeField()
+    started_at = peewee.DateTimeField(null=True)
+    next_attempt_at = peewee.DateTimeField(null=True)
 
     class Meta:
         table_name = "actions"
@@ -104,6 +107,45 @@ class ContactRow(BaseModel):
         table_name = "contacts"
 
 
+class QuestionRow(BaseModel):
+    """A question put to the operator, with buttons (unknown outcome, dead-lettered work)."""
+
+    token = peewee.CharField(max_length=32, primary_key=True)
+    kind = peewee.CharField(max_length=32)
+    job_id = peewee.CharField(max_length=32, index=True)
+    action_id = peewee.CharField(max_length=32, null=True, index=True)
+    text = peewee.TextField()
+    choices = peewee.TextField()
+    status = peewee.CharField(max_length=32, index=True)
+    asked_at = peewee.DateTimeField()
+    answer = peewee.CharField(max_length=32, null=True)
+    answered_by = peewee.CharField(max_length=200, null=True)
+    answered_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "questions"
+
+
+class AgentStateRow(BaseModel):
+    agent = peewee.CharField(max_length=100, primary_key=True)
+    paused = peewee.BooleanField(default=False)
+    by = peewee.CharField(max_length=200)
+    updated_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "agent_states"
+
+
+class InboundRow(BaseModel):
+    """Platform message ids seen (Telegram update_id, Slack event_id): redeliveries are dropped."""
+
+    key = peewee.CharField(max_length=255, primary_key=True)
+    seen_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "inbound"
+
+
 class CursorRow(BaseModel):
     """Where a log follower (e.g. a channel's notifier) has read up to. Process state, not truth."""
 
@@ -114,5 +156,12 @@ class CursorRow(BaseModel):
         table_name = "cursors"
 
 
-PROJECTION_MODELS: tuple[type[BaseModel], ...] = (JobRow, ActionRow, ApprovalRow, ContactRow)
-ALL_MODELS: tuple[type[BaseModel], ...] = (EventRecord, *PROJECTION_MODELS, CursorRow)
+PROJECTION_MODELS: tuple[type[BaseModel], ...] = (
+    JobRow,
+    ActionRow,
+    ApprovalRow,
+    ContactRow,
+    QuestionRow,
+    AgentStateRow,
+)
+ALL_MODELS: tuple[type[BaseModel], ...] = (EventRecord, *PROJECTION_MODELS, CursorRow, InboundRow)
