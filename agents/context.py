@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -46,8 +46,10 @@ class AgentContext:
         connectors: Mapping[str, Connector],
         approval_ttl: timedelta,
         operator_name: str,
+        on_checkpoint: Callable[[str], None] = lambda point: None,
     ) -> None:
         self.job_id = job_id
+        self.on_checkpoint = on_checkpoint
         self.operator_name = operator_name
         self._agent = agent
         self._log = log
@@ -56,6 +58,39 @@ class AgentContext:
         self._approval_ttl = approval_ttl
         self._proposals = 0
         self._actor = f"agent:{agent.name}"
+        self._steps: dict[str, dict[str, Any]] = {
+            e.data.step: e.data.result
+            for e in log.read_stream(ev.job_stream(job_id))
+            if isinstance(e.data, ev.StepCompleted)
+        }
+
+    # Checkpoints -----------------------------------------------------------------------
+
+    def step(self, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``work`` once per job: its result is checkpointed as ``StepCompleted``, and a
+        resumed or retried job gets the recorded result instead of doing the work again."""
+        if name in self._steps:
+            return self._steps[name]
+        result = work()
+        recorded = self._log.append(
+            ev.job_stream(self.job_id),
+            [
+                ev.NewEvent(
+                    ev.StepCompleted(job_id=self.job_id, step=name, result=result),
+                    idempotency_key=f"step:{self.job_id}:{name}",
+                )
+            ],
+            metadata=self._meta(),
+        )
+        first = recorded.events[0].data
+        assert isinstance(first, ev.StepCompleted)
+        self._steps[name] = first.result
+        self.on_checkpoint(f"after_{name}")
+        return first.result
+
+    @property
+    def completed_steps(self) -> list[str]:
+        return list(self._steps)
 
     def _meta(self) -> ev.Metadata:
         return ev.Metadata(actor=self._actor, correlation_id=self.job_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -187,13 +188,42 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
     output_model = LeadOutput
 
     def run(self, ctx: AgentContext, payload: LeadInput) -> LeadOutput:
+        contact = ctx.step("contact", lambda: self._contact(ctx, payload))
+        draft = ctx.step("draft", lambda: self._draft(ctx, payload, contact))
+        proposal = ctx.propose(
+            "email",
+            "send_email",
+            {"to": contact["email"], "subject": draft["subject"], "body": draft["body"]},
+            summary=f"Send email to {contact['email']}: {draft['subject']}",
+            contact_id=contact["contact_id"],
+        )
+        return LeadOutput(
+            contact_id=contact["contact_id"],
+            contact_created=contact["created"],
+            action_id=proposal.action_id,
+            subject=draft["subject"],
+            offline=draft["offline"],
+        )
+
+    @staticmethod
+    def _contact(ctx: AgentContext, payload: LeadInput) -> dict[str, Any]:
         contact, created = ctx.find_or_create_contact(
             name=payload.name, email=payload.email, company=payload.company
         )
-        facts = {
+        return {
+            "contact_id": contact.contact_id,
+            "created": created,
             "name": contact.name,
             "email": contact.email,
             "company": contact.company,
+        }
+
+    @staticmethod
+    def _draft(ctx: AgentContext, payload: LeadInput, contact: dict[str, Any]) -> dict[str, Any]:
+        facts = {
+            "name": contact["name"],
+            "email": contact["email"],
+            "company": contact["company"],
             "need": payload.need,
             "budget": payload.budget,
             "message": payload.text,
@@ -216,20 +246,7 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
             draft = LeadDraft.model_validate_json(response.text)
         except ValidationError as exc:
             raise ProviderResponseError(f"the model's draft is not a valid reply: {exc}") from exc
-        proposal = ctx.propose(
-            "email",
-            "send_email",
-            {"to": contact.email, "subject": draft.subject, "body": draft.body},
-            summary=f"Send email to {contact.email}: {draft.subject}",
-            contact_id=contact.contact_id,
-        )
-        return LeadOutput(
-            contact_id=contact.contact_id,
-            contact_created=created,
-            action_id=proposal.action_id,
-            subject=draft.subject,
-            offline=response.offline,
-        )
+        return {"subject": draft.subject, "body": draft.body, "offline": response.offline}
 
     def summarize(self, payload: LeadInput, output: LeadOutput) -> str:
         who = f"{payload.name} ({payload.company})" if payload.company else payload.name

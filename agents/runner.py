@@ -1,9 +1,16 @@
 """Running one job: claim it in the log, run its agent, record how it ended.
 
-Dramatiq delivers at least once, so ``run_job`` is safe to call twice for the same job: a
-job that already finished is left alone, a job another worker started within its lease is
-left to that worker, and a second worker racing for the same job loses the
-optimistic-concurrency check on ``JobStarted`` and steps back.
+Dramatiq delivers at least once, so ``run`` is safe to call twice for the same job: a job
+that already finished is left alone, a job another worker started within its lease is left
+to that worker, and a second worker racing for the same job loses the
+optimistic-concurrency check on ``JobStarted`` and steps back. A paused agent's jobs stay
+queued in the log. Completed steps are checkpointed (:meth:`AgentContext.step`), so a
+resumed job continues where it stopped.
+
+Transient failures (model timeouts, 429, 5xx; connector outages) are recorded as
+``JobAttemptFailed`` and signalled with :class:`RetryLater` (exponential backoff with
+jitter); after the last retry, or on a permanent failure, the job fails for good with one
+question to the operator: Retry or Discard.
 """
 
 from __future__ import annotations
@@ -11,17 +18,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
+from agents import questions
 from agents.context import AgentContext
 from agents.errors import AgentError, AgentInputError, ProviderError
 from agents.providers.base import ModelProvider
 from agents.registry import AgentRegistry
-from connectors.errors import ConnectorError
+from agents.retry import RetryPolicy
+from agents.signals import RetryLater
+from connectors.errors import ConnectorError, TransientConnectorError
 from store import events as ev
 from store import queries
 from store.errors import ConcurrencyError, NotFoundError
@@ -43,6 +54,12 @@ class RunOutcome:
     summary: str
 
 
+def is_transient(exc: Exception) -> bool:
+    return (isinstance(exc, ProviderError) and exc.transient) or isinstance(
+        exc, TransientConnectorError
+    )
+
+
 class JobRunner:
     def __init__(
         self,
@@ -53,6 +70,8 @@ class JobRunner:
         approval_ttl: timedelta,
         operator_name: str,
         lease: timedelta = JOB_LEASE,
+        retry: RetryPolicy | None = None,
+        on_checkpoint: Callable[[str], None] = lambda point: None,
     ) -> None:
         self._lease = lease
         self._log = log
@@ -60,6 +79,8 @@ class JobRunner:
         self._model = model
         self._approval_ttl = approval_ttl
         self._operator_name = operator_name
+        self._retry = retry or RetryPolicy()
+        self._on_checkpoint = on_checkpoint
 
     def run(self, job_id: str) -> RunOutcome:
         stream = ev.job_stream(job_id)
@@ -72,7 +93,9 @@ class JobRunner:
         if job.status in FINISHED:
             logger.info("job %s is already %s; nothing to do", job_id, job.status)
             return RunOutcome(job_id, job.status, job.summary)
-
+        if queries.agent_paused(job.agent):
+            logger.info("agent %s is paused; job %s waits in the log", job.agent, job_id)
+            return RunOutcome(job_id, "paused", "")
         if (
             job.status == "running"
             and job.started_at is not None
@@ -96,8 +119,10 @@ class JobRunner:
         except ConcurrencyError:
             logger.info("job %s was claimed by another worker", job_id)
             return RunOutcome(job_id, "claimed-elsewhere", "")
+        self._on_checkpoint("before_agent")
 
-        requested = self._log.read_stream(stream)[0].data
+        history = self._log.read_stream(stream)
+        requested = history[0].data
         assert isinstance(requested, ev.JobRequested)
         try:
             agent = self._registry.get(requested.agent)
@@ -118,25 +143,14 @@ class JobRunner:
                 },
                 approval_ttl=self._approval_ttl,
                 operator_name=self._operator_name,
+                on_checkpoint=self._on_checkpoint,
             )
             output: Any = agent.run(ctx, payload)
             summary = agent.summarize(payload, output)
         except (AgentError, ConnectorError) as exc:
-            transient = isinstance(exc, ProviderError) and exc.transient
-            self._log.append(
-                stream,
-                [
-                    ev.JobFailed(
-                        job_id=job_id,
-                        error_type=type(exc).__name__,
-                        error=str(exc)[:2000],
-                        transient=transient,
-                    )
-                ],
-                metadata=meta,
+            return self._failed(
+                job_id, exc, failures_before=_failures_since_retry(history), meta=meta
             )
-            logger.warning("job %s failed: %s", job_id, exc)
-            return RunOutcome(job_id, "failed", str(exc))
         self._log.append(
             stream,
             [
@@ -147,3 +161,60 @@ class JobRunner:
             metadata=meta,
         )
         return RunOutcome(job_id, queries.get_job(job_id).status, summary)
+
+    def _failed(
+        self, job_id: str, exc: Exception, *, failures_before: int, meta: ev.Metadata
+    ) -> RunOutcome:
+        stream = ev.job_stream(job_id)
+        attempt = failures_before + 1
+        error = str(exc)[:2000]
+        transient = is_transient(exc)
+        if transient and not self._retry.exhausted(attempt):
+            delay = self._retry.delay_ms(attempt)
+            self._log.append(
+                stream,
+                [
+                    ev.JobAttemptFailed(
+                        job_id=job_id,
+                        attempt=attempt,
+                        error_type=type(exc).__name__,
+                        error=error,
+                        retry_in_s=delay / 1000,
+                    )
+                ],
+                metadata=meta,
+            )
+            logger.warning(
+                "job %s attempt %d failed (%s); retrying in %d ms", job_id, attempt, exc, delay
+            )
+            raise RetryLater(delay, error)
+        why = f"after {attempt} attempts" if transient else "(not retried: the error is permanent)"
+        self._log.append(
+            stream,
+            [
+                ev.JobFailed(
+                    job_id=job_id,
+                    error_type=type(exc).__name__,
+                    error=error,
+                    transient=transient,
+                    attempts=attempt,
+                ),
+                questions.ask(
+                    "job_failed", job_id=job_id, text=f"{type(exc).__name__}: {error} {why}"
+                ),
+            ],
+            metadata=meta,
+        )
+        logger.warning("job %s failed for good: %s", job_id, exc)
+        return RunOutcome(job_id, "failed", error)
+
+
+def _failures_since_retry(history: list[ev.RecordedEvent]) -> int:
+    """Transient failures since the job was requested or last retried by the operator."""
+    count = 0
+    for event in history:
+        if isinstance(event.data, ev.JobRetried):
+            count = 0
+        elif isinstance(event.data, ev.JobAttemptFailed):
+            count += 1
+    return count

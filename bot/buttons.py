@@ -1,12 +1,20 @@
-"""Button data: ``ap:<token>:y`` / ``ap:<token>:n``. The token is resolved in the store."""
+"""Button data: short opaque tokens, resolved in the store (never state in the button).
+
+``ap:<token>:y|n``    approve / reject a proposed action
+``q:<token>:d|r|x``   answer a question: it happened / retry / discard
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agents.questions import LABELS
 from bot.messages import Button
 
-PREFIX = "ap"
+APPROVAL = "ap"
+QUESTION = "q"
+_CHOICE_CODES = {"done": "d", "retry": "r", "discard": "x"}
+_CODE_CHOICES = {code: choice for choice, code in _CHOICE_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -15,19 +23,38 @@ class ApprovalChoice:
     approve: bool
 
 
+@dataclass(frozen=True)
+class QuestionChoice:
+    token: str
+    choice: str
+
+
 def approval_buttons(token: str, *, approve_label: str) -> tuple[Button, ...]:
     return (
-        Button(approve_label, f"{PREFIX}:{token}:y"),
-        Button("Reject", f"{PREFIX}:{token}:n"),
+        Button(approve_label, f"{APPROVAL}:{token}:y"),
+        Button("Reject", f"{APPROVAL}:{token}:n"),
     )
 
 
-def parse_button(data: str) -> ApprovalChoice | None:
+def question_buttons(
+    token: str, choices: list[str], *, labels: dict[str, str] | None = None
+) -> tuple[Button, ...]:
+    names = {**LABELS, **(labels or {})}
+    return tuple(Button(names.get(c, c), f"{QUESTION}:{token}:{_CHOICE_CODES[c]}") for c in choices)
+
+
+def _valid_token(token: str) -> bool:
+    return bool(token) and len(token) <= 32 and all(c.isalnum() or c in "-_" for c in token)
+
+
+def parse_button(data: str) -> ApprovalChoice | QuestionChoice | None:
     """Pure: the choice a button's data encodes, or ``None`` if it is not ours."""
     parts = data.split(":")
-    if len(parts) != 3 or parts[0] != PREFIX or parts[2] not in {"y", "n"}:
+    if len(parts) != 3 or not _valid_token(parts[1]):
         return None
-    token = parts[1]
-    if not token or len(token) > 32 or not all(c.isalnum() or c in "-_" for c in token):
-        return None
-    return ApprovalChoice(token=token, approve=parts[2] == "y")
+    kind, token, code = parts
+    if kind == APPROVAL and code in {"y", "n"}:
+        return ApprovalChoice(token=token, approve=code == "y")
+    if kind == QUESTION and code in _CODE_CHOICES:
+        return QuestionChoice(token=token, choice=_CODE_CHOICES[code])
+    return None

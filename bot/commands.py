@@ -32,6 +32,24 @@ COMMANDS: dict[str, CommandSpec] = {
             needs_args=True,
         ),
         CommandSpec("status", "/status", "queue depth, jobs running, last error"),
+        CommandSpec(
+            "pause",
+            "/pause <agent>",
+            "stop starting an agent's jobs; they wait in the log",
+            needs_args=True,
+        ),
+        CommandSpec(
+            "resume", "/resume <agent>", "start a paused agent's waiting jobs", needs_args=True
+        ),
+        CommandSpec(
+            "cancel", "/cancel <job>", "cancel a job; its pending approvals expire", needs_args=True
+        ),
+        CommandSpec(
+            "undo",
+            "/undo <job>",
+            "undo the job's executed actions that can be undone",
+            needs_args=True,
+        ),
     )
 }
 

@@ -55,6 +55,8 @@ class ConsoleChannel:
     # Output ----------------------------------------------------------------------------
 
     def show(self, reply: Reply) -> None:
+        if not reply.text and not reply.buttons:
+            return
         with self._lock:
             lines = reply.text.splitlines() or [""]
             out = [BOT + lines[0]] + [INDENT + line if line else "" for line in lines[1:]]

@@ -11,17 +11,18 @@ import logging
 from collections.abc import Callable
 
 from agents.approvals import Outcome
-from agents.errors import AgentInputError
+from agents.errors import AgentInputError, RegistryError
 from agents.lead import parse_lead
+from agents.questions import Answer
 from bot import render
-from bot.buttons import parse_button
+from bot.buttons import QuestionChoice, parse_button
 from bot.commands import COMMANDS, ParsedCommand, help_text, parse_command
 from bot.messages import MAX_TEXT, ButtonPress, InboundMessage, Reply
 from config import Settings
 from jobs.service import JobRequest, JobService
 from store import queries
 from store.errors import NotFoundError
-from store.log import EventLog
+from store.log import EventLog, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class Dispatcher:
             "approvals": self._approvals,
             "trace": self._trace,
             "status": self._status,
+            "pause": self._pause,
+            "resume": self._resume,
+            "cancel": self._cancel,
+            "undo": self._undo,
         }
         missing = set(COMMANDS) - set(self._handlers)
         if missing:
@@ -53,6 +58,11 @@ class Dispatcher:
             return [Reply(REFUSAL)]
         text = msg.text.strip()
         if not text:
+            return []
+        if msg.platform_id and not queries.first_sighting(
+            _inbound_key(msg.channel, msg.platform_id), now=utcnow()
+        ):
+            logger.info("dropped a redelivered message %s from %s", msg.platform_id, msg.sender)
             return []
         if len(text) > MAX_TEXT:
             return [
@@ -86,7 +96,7 @@ class Dispatcher:
                 channel=msg.channel,
                 chat_id=msg.chat_id,
                 requested_by=msg.sender,
-                inbound_key=_inbound_key(msg),
+                inbound_key=_inbound_key(msg.channel, msg.platform_id) if msg.platform_id else None,
             )
         )
         job = submitted.job
@@ -120,6 +130,61 @@ class Dispatcher:
     def _status(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         return [Reply(render.status(self._service.status()))]
 
+    def _pause(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        agent = cmd.args.split()[0].lower()
+        try:
+            changed = self._service.pause(agent, by=msg.sender)
+        except RegistryError as exc:
+            return [Reply(str(exc))]
+        if not changed:
+            return [Reply(f"{agent} is already paused. /resume {agent} to start it again.")]
+        return [Reply(f"Paused {agent}: its jobs wait in the log until /resume {agent}.")]
+
+    def _resume(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        agent = cmd.args.split()[0].lower()
+        try:
+            waiting = self._service.resume(agent, by=msg.sender)
+        except RegistryError as exc:
+            return [Reply(str(exc))]
+        if waiting is None:
+            return [Reply(f"{agent} is not paused.")]
+        for job_id in waiting:
+            self.on_job_activity(job_id)
+        return [Reply(f"Resumed {agent}; {len(waiting)} waiting job(s) sent to the queue.")]
+
+    def _cancel(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        try:
+            job = queries.find_job(cmd.args.split()[0])
+        except NotFoundError as exc:
+            return [Reply(f"{exc}. Usage: {COMMANDS['cancel'].usage}")]
+        if not self._service.cancel(job, by=msg.sender):
+            return [Reply(f"Job {job.short_id} is already {job.status}; nothing to cancel.")]
+        return [
+            Reply(
+                f"Cancelled job {job.short_id}; nothing more will be done for it. (/trace {job.short_id})"
+            )
+        ]
+
+    def _undo(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        try:
+            job = queries.find_job(cmd.args.split()[0])
+        except NotFoundError as exc:
+            return [Reply(f"{exc}. Usage: {COMMANDS['undo'].usage}")]
+        executed = queries.executed_actions_for_job(job.job_id)
+        if not executed:
+            return [Reply(f"Job {job.short_id} has no executed action to undo.")]
+        lines = []
+        for action in executed:
+            outcome = self._service.undo(action.action_id, by=msg.sender)
+            lines.append(
+                {
+                    "compensated": f"Undone: {action.summary}",
+                    "irreversible": f"Cannot be undone: {action.summary} ({action.connector}.{action.action} has no undo)",
+                    "compensation_failed": f"Undo failed: {action.summary} (see /trace {job.short_id})",
+                }.get(outcome, f"{action.summary}: {outcome}")
+            )
+        return [Reply("\n".join(lines))]
+
     # Buttons ---------------------------------------------------------------------------
 
     def handle_button(self, press: ButtonPress) -> Reply:
@@ -130,6 +195,13 @@ class Dispatcher:
         if choice is None:
             logger.warning("dropped a button press with malformed data %r", press.data[:80])
             return Reply("That button is not one of mine.")
+        if press.platform_id and not queries.first_sighting(
+            _inbound_key(press.channel, press.platform_id), now=utcnow()
+        ):
+            logger.info("dropped a redelivered button press %s", press.platform_id)
+            return Reply("")
+        if isinstance(choice, QuestionChoice):
+            return self._answer(press, choice)
         result = self._service.decide(
             choice.token, approve=choice.approve, decided_by=press.sender, channel=press.channel
         )
@@ -151,6 +223,28 @@ class Dispatcher:
             case _:
                 return Reply(render.decision(action, approval))
 
+    def _answer(self, press: ButtonPress, choice: QuestionChoice) -> Reply:
+        result = self._service.answer(
+            choice.token, choice.choice, by=press.sender, channel=press.channel
+        )
+        q = result.question
+        if result.answer is Answer.UNKNOWN or q is None:
+            return Reply("That button is no longer valid.")
+        if result.answer is Answer.INVALID:
+            return Reply("That is not one of the choices.")
+        if result.answer is Answer.ALREADY_ANSWERED:
+            return Reply(render.answered(q))
+        job = queries.get_job(q.job_id)
+        if result.requeue_job or result.requeue_action:
+            self.on_job_activity(job.job_id)
+        return Reply(
+            {
+                "retry": f"Trying again. [job {job.short_id}]",
+                "discard": f"Discarded. (/trace {job.short_id})",
+                "done": f"Recorded as done; it will not be repeated. (/trace {job.short_id})",
+            }[choice.choice]
+        )
 
-def _inbound_key(msg: InboundMessage) -> str | None:
-    return f"{msg.channel}:{msg.platform_id}" if msg.platform_id else None
+
+def _inbound_key(channel: str, platform_id: str) -> str:
+    return f"{channel}:{platform_id}"

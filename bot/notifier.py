@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 WATCHED = (
     ev.JobCompleted.type_name,
-    ev.JobFailed.type_name,
     ev.ActionExecuted.type_name,
-    ev.ActionFailed.type_name,
+    ev.ActionCompensated.type_name,
+    ev.QuestionAsked.type_name,  # failures for good and unknown outcomes, with buttons
 )
 
 
@@ -53,17 +53,22 @@ def notification_for(event: ev.RecordedEvent) -> Outbound | None:
                         reply.text + f"\n{len(replies)} actions to approve: see /approvals"
                     )
                 return Outbound(job.channel, job.chat_id, reply)
-            case ev.JobFailed():
+            case ev.QuestionAsked():
                 job = queries.get_job(data.job_id)
-                return Outbound(job.channel, job.chat_id, Reply(render.job_failed(job)))
+                about = queries.get_action(data.action_id) if data.action_id else None
+                q = queries.get_question(data.token)
+                return Outbound(job.channel, job.chat_id, render.question(job, q, about))
             case ev.ActionExecuted():
                 action = queries.get_action(data.action_id)
                 job = queries.get_job(action.job_id)
+                if data.details.get("manual"):
+                    return None  # the operator said so; the answer to the button confirmed it
                 return Outbound(job.channel, job.chat_id, Reply(render.action_done(job, action)))
-            case ev.ActionFailed():
+            case ev.ActionCompensated():
                 action = queries.get_action(data.action_id)
                 job = queries.get_job(action.job_id)
-                return Outbound(job.channel, job.chat_id, Reply(render.action_failed(job, action)))
+                text = f"Undone: {action.summary} ({data.summary}; {data.reason}). (/trace {job.short_id})"
+                return Outbound(job.channel, job.chat_id, Reply(text))
     except NotFoundError as exc:
         logger.error("cannot render a notification for event %s: %s", event.position, exc)
     return None

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.buttons import approval_buttons
+from bot.buttons import approval_buttons, question_buttons
 from bot.messages import Reply
 from jobs.service import StatusReport
 from store import events as ev
-from store.queries import ActionView, ApprovalView, JobView, short_id
+from store.queries import ActionView, ApprovalView, JobView, QuestionView, short_id
 
 BODY_PREVIEW = 1500
 
@@ -42,18 +42,30 @@ def proposal(
     )
 
 
+def question(job: JobView, q: QuestionView, action: ActionView | None) -> Reply:
+    """A question with its buttons: a failure to retry or discard, an outcome to confirm."""
+    labels = (
+        {"retry": "Send again"}
+        if q.kind == "action_unknown" and action and action.action == "send_email"
+        else {}
+    )
+    if q.kind == "job_failed":
+        head = f"Job {job.short_id} ({job.agent}) failed: {q.text}"
+    else:
+        head = q.text
+    return Reply(
+        f"{head} (/trace {job.short_id})", question_buttons(q.token, q.choices, labels=labels)
+    )
+
+
+def answered(q: QuestionView) -> str:
+    return f"Already answered: {q.answer} by {q.answered_by} at {when(q.answered_at)}."
+
+
 def action_done(job: JobView, action: ActionView) -> str:
     if action.action == "send_email":
         return f"Sent to {action.params.get('to')}. (/trace {job.short_id})\n{action.result}"
     return f"Done: {action.summary}. (/trace {job.short_id})"
-
-
-def action_failed(job: JobView, action: ActionView) -> str:
-    return f"Failed: {action.summary}\n{action.error} (/trace {job.short_id})"
-
-
-def job_failed(job: JobView) -> str:
-    return f"Job {job.short_id} ({job.agent}) failed: {job.error} (/trace {job.short_id})"
 
 
 def decision(action: ActionView, approval: ApprovalView) -> str:
@@ -117,7 +129,29 @@ def _describe(event: ev.RecordedEvent) -> str:
         case ev.JobCompleted():
             return d.summary
         case ev.JobFailed():
-            return f"{d.error_type}: {d.error}"
+            return f"{d.error_type}: {d.error} (after {d.attempts} attempt{'s' if d.attempts > 1 else ''})"
+        case ev.JobAttemptFailed() | ev.ActionAttemptFailed():
+            return f"attempt {d.attempt}: {d.error_type}: {d.error}; retry in {d.retry_in_s:.1f} s"
+        case ev.JobRequeued() | ev.ActionRequeued():
+            return f"sent to the queue again: {d.reason}"
+        case ev.JobRetried() | ev.ActionRetried():
+            return f"retry asked by {d.by}"
+        case ev.JobCancelled():
+            return f"cancelled by {d.by}"
+        case ev.StepCompleted():
+            return f"checkpoint {d.step!r}"
+        case ev.ActionOutcomeUnknown():
+            return d.reason
+        case ev.ActionDiscarded():
+            return f"discarded by {d.by}"
+        case ev.ActionCompensated():
+            return f"undone with {d.compensation}: {d.summary} ({d.reason})"
+        case ev.ActionCompensationFailed():
+            return f"undo with {d.compensation} failed: {d.error_type}: {d.error}"
+        case ev.QuestionAsked():
+            return f"asked the operator: {', '.join(d.choices)}"
+        case ev.QuestionAnswered():
+            return f"{d.choice} by {d.answered_by} via {d.channel}"
     return ""
 
 

@@ -29,6 +29,9 @@ class ActionSpec:
     mode: Literal["read", "write"]
     description: str
     params: type[BaseModel]
+    # The action that undoes this one, called with this action's params plus its result's
+    # details, and the idempotency key + ":undo". None: the effect cannot be undone.
+    compensation: str | None = None
 
 
 @dataclass(frozen=True)

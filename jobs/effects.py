@@ -1,31 +1,269 @@
-"""Executing an approved action exactly once.
+"""Executing an approved action exactly once, and undoing it when a plan fails.
 
 ``ActionStarted`` is appended (at the stream's expected version, so only one worker can
 start it) before the connector is called with the action's idempotency key; the result is
 recorded as ``ActionExecuted`` or ``ActionFailed``. A redelivered message finds the action
-executed and does nothing. An action found started but not finished, and older than its lease (a crash
-between the two), is never silently repeated: the connector's own lookup resolves it where it can, and
-otherwise it is recorded as failed with its outcome unknown, for the operator to check.
+executed and does nothing. An action found started but not finished, and older than its
+lease (a crash between the two), is never silently repeated: the connector's own lookup
+resolves it where it can (the outbox file exists), and otherwise the operator is asked.
+
+A transient connector failure (the connector guarantees no effect took place) is recorded as
+``ActionAttemptFailed`` and retried with backoff; after the last retry, or on a permanent
+failure, the action fails with one question (Retry / Discard), and the executed actions of
+the same job that declare a compensation are undone, most recent first.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from agents import questions
+from agents.retry import RetryPolicy
 from agents.runner import WORKER_ID
+from agents.signals import RetryLater
 from connectors.base import Connector
-from connectors.errors import ConnectorError, PermanentConnectorError, TransientConnectorError
+from connectors.errors import ConnectorError, TransientConnectorError
 from store import events as ev
 from store import queries
 from store.errors import ConcurrencyError, NotFoundError
 from store.log import EventLog, utcnow
+from store.queries import ActionView
 
 logger = logging.getLogger(__name__)
 
-DONE = {"executed", "rejected", "expired", "failed"}
+DONE = {"executed", "rejected", "expired", "failed", "discarded", "compensated", "unknown"}
 ACTION_LEASE = timedelta(minutes=10)
+
+
+@dataclass
+class Effects:
+    """Runs actions against the connectors, with the log as the source of truth."""
+
+    log: EventLog
+    connectors: Mapping[str, Connector]
+    lease: timedelta = ACTION_LEASE
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_checkpoint: Callable[[str], None] = lambda point: None
+
+    def execute(self, action_id: str, *, now: datetime | None = None) -> str:
+        """Run one approved action. Returns the action's status afterwards."""
+        stream = ev.action_stream(action_id)
+        # Read the version before the status: if the status still says "approved", no start was
+        # committed before this version, so a racing worker's start makes our append fail.
+        version = self.log.stream_version(stream)
+        try:
+            action = queries.get_action(action_id)
+        except NotFoundError:
+            logger.error("action %s is not in the log; dropping the message", action_id)
+            return "missing"
+        if action.status in DONE:
+            return action.status
+        if action.status not in {"approved", "running", "retrying"}:
+            logger.error(
+                "action %s is %s, not approved: refusing to execute it", action_id, action.status
+            )
+            return action.status
+        meta = ev.Metadata(actor=f"worker:{WORKER_ID}", correlation_id=action.job_id)
+        connector = self.connectors[action.connector]
+
+        if action.status == "running":
+            started = _last_start(self.log, stream)
+            if started is not None and (now or utcnow()) - started < self.lease:
+                logger.info("action %s is being executed by another worker; leaving it", action_id)
+                return "running"
+            return self._resolve_unknown(action, connector, meta, version)
+
+        try:
+            self.log.append(
+                stream,
+                [
+                    ev.ActionStarted(
+                        action_id=action_id, attempt=action.attempts + 1, worker=WORKER_ID
+                    )
+                ],
+                metadata=meta,
+                expected_version=version,
+            )
+        except ConcurrencyError:
+            logger.info("action %s was started by another worker", action_id)
+            return "running"
+        self.on_checkpoint("after_action_started")
+
+        try:
+            result = connector.execute(
+                action.action, action.params, idempotency_key=action.idempotency_key
+            )
+        except ConnectorError as exc:
+            return self._failed(action, exc, meta)
+        self.on_checkpoint("after_effect")
+        self.log.append(
+            stream,
+            [
+                ev.ActionExecuted(
+                    action_id=action_id, summary=result.summary, details=dict(result.details)
+                )
+            ],
+            metadata=meta,
+        )
+        self.on_checkpoint("after_action_executed")
+        return "executed"
+
+    def _resolve_unknown(
+        self, action: ActionView, connector: Connector, meta: ev.Metadata, version: int
+    ) -> str:
+        """An earlier attempt started and never reported back: find out, or ask; never repeat."""
+        stream = ev.action_stream(action.action_id)
+        found = connector.lookup(
+            action.action, action.params, idempotency_key=action.idempotency_key
+        )
+        outcome: list[ev.EventData | ev.NewEvent]
+        if found is not None:
+            outcome = [
+                ev.ActionExecuted(
+                    action_id=action.action_id, summary=found.summary, details=dict(found.details)
+                )
+            ]
+        else:
+            reason = (
+                "an earlier attempt stopped mid-call and the connector cannot tell whether it took effect; "
+                "it was not repeated"
+            )
+            outcome = [
+                ev.ActionOutcomeUnknown(action_id=action.action_id, reason=reason),
+                questions.ask(
+                    "action_unknown",
+                    job_id=action.job_id,
+                    action_id=action.action_id,
+                    text=f"Did this happen? {action.summary}. {reason}.",
+                ),
+            ]
+        try:
+            self.log.append(stream, outcome, metadata=meta, expected_version=version)
+        except ConcurrencyError:
+            return queries.get_action(action.action_id).status
+        return "executed" if found is not None else "unknown"
+
+    def _failed(self, action: ActionView, exc: ConnectorError, meta: ev.Metadata) -> str:
+        stream = ev.action_stream(action.action_id)
+        attempt = _failures_since_retry(self.log.read_stream(stream)) + 1
+        error = str(exc)[:2000]
+        transient = isinstance(exc, TransientConnectorError)
+        if transient and not self.retry.exhausted(attempt):
+            delay = self.retry.delay_ms(attempt)
+            self.log.append(
+                stream,
+                [
+                    ev.ActionAttemptFailed(
+                        action_id=action.action_id,
+                        attempt=attempt,
+                        error_type=type(exc).__name__,
+                        error=error,
+                        retry_in_s=delay / 1000,
+                    )
+                ],
+                metadata=meta,
+            )
+            logger.warning(
+                "action %s attempt %d failed (%s); retrying in %d ms",
+                action.action_id,
+                attempt,
+                exc,
+                delay,
+            )
+            raise RetryLater(delay, error)
+        why = f"after {attempt} attempts" if transient else "(not retried: the error is permanent)"
+        self.log.append(
+            stream,
+            [
+                ev.ActionFailed(
+                    action_id=action.action_id,
+                    error_type=type(exc).__name__,
+                    error=error,
+                    transient=transient,
+                ),
+                questions.ask(
+                    "action_failed",
+                    job_id=action.job_id,
+                    action_id=action.action_id,
+                    text=f"Failed: {action.summary}. {type(exc).__name__}: {error} {why}",
+                ),
+            ],
+            metadata=meta,
+        )
+        logger.warning("action %s failed for good: %s", action.action_id, exc)
+        self.compensate_job(action.job_id, reason=f"{action.summary} failed")
+        return "failed"
+
+    # Compensation ----------------------------------------------------------------------
+
+    def compensate_job(self, job_id: str, *, reason: str) -> list[str]:
+        """Undo the job's executed, reversible actions, most recent first. Returns their ids."""
+        undone = []
+        for done in queries.executed_actions_for_job(job_id):
+            spec = self.connectors[done.connector].spec(done.action)
+            if (
+                spec.compensation is not None
+                and self.compensate(done.action_id, reason=reason) == "compensated"
+            ):
+                undone.append(done.action_id)
+        return undone
+
+    def compensate(self, action_id: str, *, reason: str, by: str | None = None) -> str:
+        """Run the compensating action of one executed action, once. Returns its status."""
+        stream = ev.action_stream(action_id)
+        version = self.log.stream_version(stream)
+        action = queries.get_action(action_id)
+        if action.status != "executed":
+            return action.status
+        connector = self.connectors[action.connector]
+        compensation = connector.spec(action.action).compensation
+        meta = ev.Metadata(actor=by or f"worker:{WORKER_ID}", correlation_id=action.job_id)
+        if compensation is None:
+            return "irreversible"
+        executed = [
+            e.data for e in self.log.read_stream(stream) if isinstance(e.data, ev.ActionExecuted)
+        ]
+        details = dict(executed[-1].details) if executed else {}
+        try:
+            result = connector.execute(
+                compensation,
+                {**action.params, **{k: v for k, v in details.items() if k not in action.params}},
+                idempotency_key=f"{action.idempotency_key}:undo",
+            )
+        except ConnectorError as exc:
+            self.log.append(
+                stream,
+                [
+                    ev.ActionCompensationFailed(
+                        action_id=action_id,
+                        compensation=compensation,
+                        error_type=type(exc).__name__,
+                        error=str(exc),
+                    )
+                ],
+                metadata=meta,
+            )
+            return "compensation_failed"
+        try:
+            self.log.append(
+                stream,
+                [
+                    ev.ActionCompensated(
+                        action_id=action_id,
+                        compensation=compensation,
+                        summary=result.summary,
+                        reason=reason,
+                    )
+                ],
+                metadata=meta,
+                expected_version=version,
+            )
+        except ConcurrencyError:
+            return queries.get_action(action_id).status
+        return "compensated"
 
 
 def _last_start(log: EventLog, stream: str) -> datetime | None:
@@ -33,6 +271,16 @@ def _last_start(log: EventLog, stream: str) -> datetime | None:
         e.recorded_at for e in log.read_stream(stream) if isinstance(e.data, ev.ActionStarted)
     ]
     return starts[-1] if starts else None
+
+
+def _failures_since_retry(history: list[ev.RecordedEvent]) -> int:
+    count = 0
+    for event in history:
+        if isinstance(event.data, ev.ActionRetried):
+            count = 0
+        elif isinstance(event.data, ev.ActionAttemptFailed):
+            count += 1
+    return count
 
 
 def execute_action(
@@ -43,101 +291,5 @@ def execute_action(
     lease: timedelta = ACTION_LEASE,
     now: datetime | None = None,
 ) -> str:
-    """Run one approved action. Returns the action's status afterwards.
-
-    An action started less than ``lease`` ago belongs to the worker that started it; after
-    that, its worker is presumed dead and the outcome is resolved (never repeated blindly)."""
-    stream = ev.action_stream(action_id)
-    # Read the version before the status: if the status still says "approved", no start was
-    # committed before this version, so a racing worker's start makes our append fail.
-    version = log.stream_version(stream)
-    try:
-        action = queries.get_action(action_id)
-    except NotFoundError:
-        logger.error("action %s is not in the log; dropping the message", action_id)
-        return "missing"
-    if action.status in DONE:
-        return action.status
-    if action.status not in {"approved", "running"}:
-        logger.error(
-            "action %s is %s, not approved: refusing to execute it", action_id, action.status
-        )
-        return action.status
-
-    meta = ev.Metadata(actor=f"worker:{WORKER_ID}", correlation_id=action.job_id)
-    connector = connectors[action.connector]
-
-    if action.status == "running":
-        started = _last_start(log, stream)
-        if started is not None and (now or utcnow()) - started < lease:
-            logger.info("action %s is being executed by another worker; leaving it", action_id)
-            return "running"
-        found = connector.lookup(
-            action.action, action.params, idempotency_key=action.idempotency_key
-        )
-        if found is not None:
-            log.append(
-                stream,
-                [
-                    ev.ActionExecuted(
-                        action_id=action_id, summary=found.summary, details=dict(found.details)
-                    )
-                ],
-                metadata=meta,
-            )
-            return "executed"
-        log.append(
-            stream,
-            [
-                ev.ActionFailed(
-                    action_id=action_id,
-                    error_type="OutcomeUnknown",
-                    error="an earlier attempt stopped mid-call and the connector cannot tell whether "
-                    "it took effect; not repeating it. Check, then propose it again if needed.",
-                )
-            ],
-            metadata=meta,
-        )
-        return "failed"
-
-    try:
-        log.append(
-            stream,
-            [ev.ActionStarted(action_id=action_id, attempt=action.attempts + 1, worker=WORKER_ID)],
-            metadata=meta,
-            expected_version=version,
-        )
-    except ConcurrencyError:
-        logger.info("action %s was started by another worker", action_id)
-        return "running"
-
-    try:
-        result = connector.execute(
-            action.action, action.params, idempotency_key=action.idempotency_key
-        )
-    except ConnectorError as exc:
-        log.append(
-            stream,
-            [
-                ev.ActionFailed(
-                    action_id=action_id,
-                    error_type=type(exc).__name__,
-                    error=str(exc)[:2000],
-                    transient=isinstance(exc, TransientConnectorError)
-                    and not isinstance(exc, PermanentConnectorError),
-                )
-            ],
-            metadata=meta,
-        )
-        logger.warning("action %s failed: %s", action_id, exc)
-        return "failed"
-    log.append(
-        stream,
-        [
-            ev.ActionExecuted(
-                action_id=action_id, summary=result.summary, details=dict(result.details)
-            )
-        ],
-        metadata=meta,
-    )
-    return "executed"
+    """Run one approved action with the default retry policy (see :class:`Effects`)."""
+    return Effects(log=log, connectors=connectors, lease=lease).execute(action_id, now=now)

@@ -14,13 +14,15 @@ from agents.providers.base import ModelProvider
 from agents.providers.offline import OfflineProvider
 from agents.providers.openai import OpenAIChatProvider
 from agents.registry import AgentRegistry
+from agents.retry import RetryPolicy
 from agents.runner import JobRunner
 from config import ConfigError, Settings
 from connectors.base import Connector
 from connectors.email import email_connector_from
 from jobs.actors import Actors, declare_actors
 from jobs.broker import check_broker, make_broker, start_worker
-from jobs.effects import execute_action
+from jobs.effects import Effects
+from jobs.faults import FaultInjector
 from store import Store, open_store
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class Runtime:
     registry: AgentRegistry
     model: ModelProvider
     runner: JobRunner
+    effects: Effects
     broker: Broker
     actors: Actors
     connectors: dict[str, Connector]
@@ -82,26 +85,36 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
     connectors = make_connectors(settings)
     registry = AgentRegistry.with_agents(connectors, [LeadAgent()])
     model = make_model(settings)
+    faults = FaultInjector(settings.faults, marker_dir=settings.data_dir)
+    retry = RetryPolicy(
+        max_retries=settings.max_retries,
+        min_backoff_ms=settings.retry_min_backoff_ms,
+        max_backoff_ms=settings.retry_max_backoff_ms,
+    )
+    lease = timedelta(seconds=settings.job_lease_seconds)
     runner = JobRunner(
         log=store.log,
         registry=registry,
         model=model,
         approval_ttl=timedelta(hours=settings.approval_ttl_hours),
         operator_name=settings.operator_name,
+        lease=lease,
+        retry=retry,
+        on_checkpoint=faults,
+    )
+    effects = Effects(
+        log=store.log, connectors=connectors, lease=lease, retry=retry, on_checkpoint=faults
     )
     broker = make_broker(settings.broker_url)
     check_broker(broker)
-    actors = declare_actors(
-        broker,
-        run_job=runner.run,
-        execute_action=lambda action_id: execute_action(store.log, connectors, action_id),
-    )
+    actors = declare_actors(broker, run_job=runner.run, execute_action=effects.execute)
     runtime = Runtime(
         settings=settings,
         store=store,
         registry=registry,
         model=model,
         runner=runner,
+        effects=effects,
         broker=broker,
         actors=actors,
         connectors=connectors,

@@ -9,13 +9,17 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dramatiq
 import redis
 
+from agents import questions
 from agents.approvals import DecisionResult, Outcome, decide
+from agents.questions import AnswerResult
 from jobs.broker import queue_depth
+from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime
 from store import events as ev
 from store import queries
@@ -23,8 +27,8 @@ from store.queries import JobView
 
 logger = logging.getLogger(__name__)
 
-IN_FLIGHT_JOB = {"queued", "running"}
-IN_FLIGHT_ACTION = {"approved", "running"}
+IN_FLIGHT_JOB = {"queued", "running", "retrying"}
+IN_FLIGHT_ACTION = {"approved", "running", "retrying"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Submitted:
     job: JobView
     duplicate: bool
     enqueued: bool
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,90 @@ class JobService:
             self._rt.store.log, token, approve=approve, decided_by=decided_by, channel=channel
         )
         if result.outcome is Outcome.APPROVED and result.action is not None:
-            self._send(self._rt.actors.execute_action, result.action.action_id)
+            self.send_action(result.action.action_id)
         return result
+
+    def answer(self, token: str, choice: str, *, by: str, channel: str) -> AnswerResult:
+        result = questions.answer(self._rt.store.log, token, choice, by=by, channel=channel)
+        if result.requeue_job:
+            self.send_job(result.requeue_job)
+        if result.requeue_action:
+            self.send_action(result.requeue_action)
+        return result
+
+    # Lifecycle -------------------------------------------------------------------------
+
+    def pause(self, agent: str, *, by: str) -> bool:
+        """Pause an agent: its new and queued jobs wait in the log. False if already paused."""
+        self._rt.registry.get(agent)
+        if queries.agent_paused(agent):
+            return False
+        self._rt.store.log.append(
+            ev.agent_stream(agent),
+            [ev.AgentPaused(agent=agent, by=by)],
+            metadata=ev.Metadata(actor=by),
+        )
+        return True
+
+    def resume(self, agent: str, *, by: str) -> list[str] | None:
+        """Resume an agent and send its waiting jobs. None if it was not paused."""
+        self._rt.registry.get(agent)
+        if not queries.agent_paused(agent):
+            return None
+        self._rt.store.log.append(
+            ev.agent_stream(agent),
+            [ev.AgentResumed(agent=agent, by=by)],
+            metadata=ev.Metadata(actor=by),
+        )
+        waiting = [
+            j.job_id
+            for j in queries.list_jobs(limit=10_000, statuses=["queued"])
+            if j.agent == agent
+        ]
+        for job_id in waiting:
+            self.send_job(job_id)
+        return waiting
+
+    def cancel(self, job: JobView, *, by: str) -> bool:
+        """Cancel a job that has not finished; its pending approvals expire. False if finished."""
+        if job.status in {"done", "failed", "cancelled"}:
+            return False
+        log = self._rt.store.log
+        log.append(
+            ev.job_stream(job.job_id),
+            [ev.JobCancelled(job_id=job.job_id, by=by)],
+            metadata=ev.Metadata(actor=by, correlation_id=job.job_id),
+        )
+        for approval in queries.pending_approvals(limit=10_000):
+            if approval.job_id == job.job_id:
+                decide(
+                    log,
+                    approval.token,
+                    approve=False,
+                    decided_by=by,
+                    channel="cancel",
+                    now=_far_future(),
+                )
+        return True
+
+    def undo(self, action_id: str, *, by: str) -> str:
+        return self._rt.effects.compensate(action_id, reason=f"/undo by {by}", by=by)
+
+    def reconciler(self) -> Reconciler:
+        settings = self._rt.settings
+        return Reconciler(
+            log=self._rt.store.log,
+            send_job=self.send_job,
+            send_action=self.send_action,
+            queue_lease=timedelta(seconds=settings.queue_lease_seconds),
+            run_lease=timedelta(seconds=settings.job_lease_seconds),
+        )
+
+    def send_job(self, job_id: str) -> bool:
+        return self._send(self._rt.actors.run_job, job_id)
+
+    def send_action(self, action_id: str) -> bool:
+        return self._send(self._rt.actors.execute_action, action_id)
 
     def _send(self, actor: dramatiq.Actor[Any, Any], ident: str) -> bool:
         try:
@@ -127,3 +214,8 @@ class JobService:
             last_error=queries.last_error(),
             pending_approvals=len(queries.pending_approvals(limit=1000)),
         )
+
+
+def _far_future() -> datetime:
+    """A moment after every expiry: deciding "now" at it expires the approval."""
+    return datetime(9999, 1, 1, tzinfo=UTC)

@@ -290,6 +290,14 @@ class ActionOutcomeUnknown(EventData):
     reason: str
 
 
+@event_type("ActionRequeued")
+class ActionRequeued(EventData):
+    """The reconciler sent the action to the broker again."""
+
+    action_id: str
+    reason: str
+
+
 @event_type("ActionRetried")
 class ActionRetried(EventData):
     """The operator asked to try a failed or unknown action again (same idempotency key)."""

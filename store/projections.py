@@ -308,6 +308,15 @@ def _action_outcome_unknown(d: ev.ActionOutcomeUnknown, at: datetime) -> None:
     _set_action(d.action_id, at, status="unknown", error=d.reason)
 
 
+@handles(ev.ActionRequeued)
+def _action_requeued(d: ev.ActionRequeued, at: datetime) -> None:
+    row = ActionRow.get_or_none(ActionRow.action_id == d.action_id)
+    if row is not None and row.status in {"approved", "retrying"}:
+        _set_action(d.action_id, at, status="approved", next_attempt_at=None)
+    elif row is not None and row.status == "running":
+        _set_action(d.action_id, at, started_at=at)  # the next orphan check waits a full lease
+
+
 @handles(ev.ActionRetried)
 def _action_retried(d: ev.ActionRetried, at: datetime) -> None:
     _reopen_action(d.action_id, at, "approved")

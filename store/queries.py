@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import peewee
 
 from store.errors import AmbiguousIdError, NotFoundError
-from store.models import ActionRow, ApprovalRow, ContactRow, CursorRow, JobRow
+from store.models import (
+    ActionRow,
+    AgentStateRow,
+    ApprovalRow,
+    ContactRow,
+    CursorRow,
+    InboundRow,
+    JobRow,
+    QuestionRow,
+)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -274,3 +283,128 @@ def save_cursor(name: str, position: int) -> None:
         .on_conflict(conflict_target=[CursorRow.name], update={CursorRow.position: position})
         .execute()
     )
+
+
+# Questions -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuestionView:
+    token: str
+    kind: str
+    job_id: str
+    action_id: str | None
+    text: str
+    choices: list[str]
+    status: str
+    asked_at: datetime
+    answer: str | None
+    answered_by: str | None
+    answered_at: datetime | None
+
+
+def _question(row: QuestionRow) -> QuestionView:
+    return QuestionView(
+        token=row.token,
+        kind=row.kind,
+        job_id=row.job_id,
+        action_id=row.action_id,
+        text=row.text,
+        choices=json.loads(row.choices),
+        status=row.status,
+        asked_at=_aware(row.asked_at) or datetime.now(UTC),
+        answer=row.answer,
+        answered_by=row.answered_by,
+        answered_at=_aware(row.answered_at),
+    )
+
+
+def get_question(token: str) -> QuestionView:
+    row = QuestionRow.get_or_none(QuestionRow.token == token)
+    if row is None:
+        raise NotFoundError("no such question")
+    return _question(row)
+
+
+def pending_questions(*, limit: int = 50) -> list[QuestionView]:
+    query = (
+        QuestionRow.select()
+        .where(QuestionRow.status == "pending")
+        .order_by(QuestionRow.asked_at)
+        .limit(limit)
+    )
+    return [_question(r) for r in query]
+
+
+# Agents --------------------------------------------------------------------------------
+
+
+def agent_paused(agent: str) -> bool:
+    row = AgentStateRow.get_or_none(AgentStateRow.agent == agent)
+    return bool(row is not None and row.paused)
+
+
+def paused_agents() -> list[str]:
+    return [
+        r.agent
+        for r in AgentStateRow.select()
+        .where(AgentStateRow.paused == peewee.Value(True))
+        .order_by(AgentStateRow.agent)
+    ]
+
+
+# Orphans (for the reconciler) ----------------------------------------------------------
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def orphaned_jobs(*, now: datetime, queue_lease: timedelta, run_lease: timedelta) -> list[JobView]:
+    """Jobs the log says should be moving but that nothing seems to be moving."""
+    queued_before = _naive(now - queue_lease)
+    started_before = _naive(now - run_lease)
+    paused = paused_agents()
+    query = JobRow.select().where(
+        ((JobRow.status == "queued") & (JobRow.updated_at < queued_before))
+        | ((JobRow.status == "retrying") & (JobRow.next_attempt_at < queued_before))
+        | ((JobRow.status == "running") & (JobRow.started_at < started_before))
+    )
+    if paused:
+        query = query.where(JobRow.agent.not_in(paused))
+    return [_job(r) for r in query.order_by(JobRow.requested_at)]
+
+
+def orphaned_actions(
+    *, now: datetime, queue_lease: timedelta, run_lease: timedelta
+) -> list[ActionView]:
+    queued_before = _naive(now - queue_lease)
+    started_before = _naive(now - run_lease)
+    query = ActionRow.select().where(
+        ((ActionRow.status == "approved") & (ActionRow.updated_at < queued_before))
+        | ((ActionRow.status == "retrying") & (ActionRow.next_attempt_at < queued_before))
+        | ((ActionRow.status == "running") & (ActionRow.started_at < started_before))
+    )
+    return [_action(r) for r in query.order_by(ActionRow.updated_at)]
+
+
+def executed_actions_for_job(job_id: str) -> list[ActionView]:
+    """Executed actions of a job, most recent first (the order compensation runs in)."""
+    query = (
+        ActionRow.select()
+        .where((ActionRow.job_id == job_id) & (ActionRow.status == "executed"))
+        .order_by(ActionRow.updated_at.desc())
+    )
+    return [_action(r) for r in query]
+
+
+# Inbound deduplication -----------------------------------------------------------------
+
+
+def first_sighting(key: str, *, now: datetime) -> bool:
+    """Record a platform message id; ``False`` if it was seen before (a redelivery)."""
+    try:
+        InboundRow.insert(key=key[:255], seen_at=_naive(now)).execute()
+    except peewee.IntegrityError:
+        return False
+    return True

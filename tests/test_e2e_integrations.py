@@ -64,12 +64,23 @@ def test_a_model_failure_tells_the_operator_and_sends_nothing(
     tmp_path: Path, openai_server: FakeOpenAI
 ) -> None:
     openai_server.status(500)
-    env = opcore_env(tmp_path / "data", llm_base_url=openai_server.base_url)
+    openai_server.status(502)
+    env = opcore_env(
+        tmp_path / "data",
+        llm_base_url=openai_server.base_url,
+        max_retries="1",
+        retry_min_backoff_ms="50",
+    )
     result = opcore(["console"], env, stdin=f"{LEAD}\n/status\n", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "failed: ProviderUnavailableError: HTTP 500" in result.stdout
+    assert "(lead) failed: ProviderUnavailableError: HTTP 502" in result.stdout
+    assert "after 2 attempts" in result.stdout
+    assert "[1] Retry   [2] Discard" in result.stdout
     job = job_id_in(result.stdout)
-    assert event_types(job, env, tmp_path)[-1] == "JobFailed"
+    types = event_types(job, env, tmp_path)
+    assert types.count("JobAttemptFailed") == 1
+    assert types[-2:] == ["JobFailed", "QuestionAsked"]
+    assert len(openai_server.requests) == 2
 
 
 def test_a_draft_that_is_not_the_promised_json_fails_the_job_clearly(
@@ -91,4 +102,4 @@ def test_an_smtp_rejection_is_reported_with_the_trace(
     assert "Failed: Send email to jane@acme.example" in result.stdout
     assert "PermanentConnectorError" in result.stdout
     job = job_id_in(result.stdout)
-    assert event_types(job, env, tmp_path)[-1] == "ActionFailed"
+    assert event_types(job, env, tmp_path)[-2:] == ["ActionFailed", "QuestionAsked"]

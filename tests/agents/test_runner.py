@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from pydantic import BaseModel
 
 from agents.base import Agent, Capability
@@ -14,7 +15,9 @@ from agents.lead import LeadAgent, parse_lead
 from agents.providers.base import ModelProvider, ModelRequest, ModelResponse
 from agents.providers.offline import OfflineProvider
 from agents.registry import AgentRegistry
+from agents.retry import RetryPolicy
 from agents.runner import JobRunner
+from agents.signals import RetryLater
 from connectors.email import EmailConnector, OutboxDelivery
 from store import Store, queries
 from store import events as ev
@@ -48,7 +51,9 @@ class DownProvider(ModelProvider):
         raise ProviderUnavailableError("HTTP 503 from the model server")
 
 
-def make_runner(store: Store, tmp_path: Path, model: ModelProvider | None = None) -> JobRunner:
+def make_runner(
+    store: Store, tmp_path: Path, model: ModelProvider | None = None, *, max_retries: int = 2
+) -> JobRunner:
     connectors = {
         "email": EmailConnector(sender="me@example.com", delivery=OutboxDelivery(tmp_path))
     }
@@ -59,6 +64,7 @@ def make_runner(store: Store, tmp_path: Path, model: ModelProvider | None = None
         model=model or OfflineProvider(),
         approval_ttl=timedelta(hours=1),
         operator_name="Sam",
+        retry=RetryPolicy(max_retries=max_retries, min_backoff_ms=100, max_backoff_ms=1000),
     )
 
 
@@ -75,15 +81,20 @@ def types(store: Store) -> list[str]:
 def test_a_lead_job_records_every_step_and_waits_for_approval(store: Store, tmp_path: Path) -> None:
     outcome = make_runner(store, tmp_path).run(request(store))
     assert outcome.status == "awaiting_approval"
-    assert types(store) == [
-        "JobRequested",
-        "JobStarted",
-        "ContactCreated",
-        "ModelCalled",
-        "ActionProposed",
-        "ApprovalRequested",
-        "JobCompleted",
-    ]
+    assert types(store) == LEAD_STEPS
+
+
+LEAD_STEPS = [
+    "JobRequested",
+    "JobStarted",
+    "ContactCreated",
+    "StepCompleted",
+    "ModelCalled",
+    "StepCompleted",
+    "ActionProposed",
+    "ApprovalRequested",
+    "JobCompleted",
+]
 
 
 def test_a_redelivered_job_runs_once(store: Store, tmp_path: Path) -> None:
@@ -134,14 +145,56 @@ def test_an_agent_using_a_power_it_did_not_declare_fails_and_nothing_is_proposed
     assert queries.actions_for_job("j1") == []
 
 
-def test_a_model_outage_fails_the_job_with_a_transient_error_on_record(
+def test_a_model_outage_is_retried_with_backoff_then_fails_with_one_question(
     store: Store, tmp_path: Path
 ) -> None:
-    outcome = make_runner(store, tmp_path, DownProvider()).run(request(store))
+    runner = make_runner(store, tmp_path, DownProvider(), max_retries=2)
+    job = request(store)
+    delays = []
+    for _ in range(2):
+        with pytest.raises(RetryLater) as signal:
+            runner.run(job)
+        delays.append(signal.value.delay_ms)
+        assert queries.get_job(job).status == "retrying"
+    outcome = runner.run(job)
     assert outcome.status == "failed"
-    [failed] = [e for e in store.log.read_correlated("j1") if e.type == "JobFailed"]
-    assert isinstance(failed.data, ev.JobFailed)
-    assert failed.data.transient and "503" in failed.data.error
+    assert 50 <= delays[0] <= 100 and 100 <= delays[1] <= 200  # doubling, with jitter
+    assert types(store).count("JobAttemptFailed") == 2
+    [failed] = [e.data for e in store.log.read_correlated("j1") if isinstance(e.data, ev.JobFailed)]
+    assert failed.transient and failed.attempts == 3 and "503" in failed.error
+    [question] = queries.pending_questions()
+    assert question.kind == "job_failed" and question.choices == ["retry", "discard"]
+
+
+def test_a_job_resumed_after_a_crash_does_not_repeat_its_completed_steps(
+    store: Store, tmp_path: Path
+) -> None:
+    class CountingOffline(OfflineProvider):
+        calls = 0
+
+        def complete(self, request: ModelRequest) -> ModelResponse:
+            CountingOffline.calls += 1
+            return super().complete(request)
+
+    job = request(store)
+    crashing = make_runner(store, tmp_path, CountingOffline())
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_draft(point: str) -> None:
+        if point == "after_draft":
+            raise Crash
+
+    crashing._on_checkpoint = crash_after_draft
+    with pytest.raises(Crash):
+        crashing.run(job)
+    resumed = make_runner(store, tmp_path, CountingOffline())
+    resumed._lease = timedelta(0)  # the first worker is gone
+    assert resumed.run(job).status == "awaiting_approval"
+    assert CountingOffline.calls == 1
+    assert types(store).count("ModelCalled") == 1
+    assert types(store).count("JobStarted") == 2
 
 
 def test_input_that_does_not_fit_the_agent_fails_cleanly(store: Store, tmp_path: Path) -> None:

@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from pydantic import BaseModel
 
+from agents.retry import RetryPolicy
+from agents.signals import RetryLater
 from connectors.base import ActionResult, ActionSpec, Connector
 from connectors.email import EmailConnector, OutboxDelivery
-from connectors.errors import TransientConnectorError
-from jobs.effects import execute_action
+from connectors.errors import PermanentConnectorError, TransientConnectorError
+from jobs.effects import Effects, execute_action
 from store import Store, queries
 from store import events as ev
 from tests.builders import approve, propose_action, request_job
@@ -103,13 +106,52 @@ def test_two_workers_racing_for_one_action_cause_one_effect(store: Store) -> Non
     assert queries.get_action(action_id).status == "executed"
 
 
-def test_a_connector_failure_is_recorded_and_not_retried_blindly(store: Store) -> None:
+def effects(connector: Connector, store: Store, *, max_retries: int = 2) -> Effects:
+    return Effects(
+        log=store.log,
+        connectors={connector.name: connector},
+        retry=RetryPolicy(max_retries=max_retries, min_backoff_ms=100, max_backoff_ms=1000),
+    )
+
+
+def test_a_transient_connector_failure_is_retried_with_backoff_and_then_succeeds(
+    store: Store,
+) -> None:
     connector = CountingConnector(fail=TransientConnectorError("smtp down"))
     action_id = propose(store)
-    assert execute_action(store.log, {"counting": connector}, action_id) == "failed"
-    [failed] = [e for e in store.log.read_stream("action-a1") if e.type == "ActionFailed"]
-    assert isinstance(failed.data, ev.ActionFailed) and failed.data.transient
+    runner = effects(connector, store)
+    with pytest.raises(RetryLater) as signal:
+        runner.execute(action_id)
+    assert 50 <= signal.value.delay_ms <= 100
+    assert queries.get_action(action_id).status == "retrying"
+    connector.fail = None
+    assert runner.execute(action_id) == "executed"
+    assert connector.effects == ["j1:proposal:1"]
+    types = [e.type for e in store.log.read_stream("action-a1")]
+    assert types[-4:] == ["ActionStarted", "ActionAttemptFailed", "ActionStarted", "ActionExecuted"]
+
+
+def test_after_the_last_retry_the_action_fails_with_one_question(store: Store) -> None:
+    connector = CountingConnector(fail=TransientConnectorError("smtp down"))
+    action_id = propose(store)
+    runner = effects(connector, store, max_retries=1)
+    with pytest.raises(RetryLater):
+        runner.execute(action_id)
+    assert runner.execute(action_id) == "failed"
+    [failed] = [
+        e.data for e in store.log.read_stream("action-a1") if isinstance(e.data, ev.ActionFailed)
+    ]
+    assert failed.transient
+    [question] = queries.pending_questions()
+    assert (question.kind, question.choices) == ("action_failed", ["retry", "discard"])
     assert queries.get_job("j1").status == "failed"
+
+
+def test_a_permanent_failure_is_not_retried(store: Store) -> None:
+    connector = CountingConnector(fail=PermanentConnectorError("550 no such user"))
+    action_id = propose(store)
+    assert effects(connector, store).execute(action_id) == "failed"
+    assert [e.type for e in store.log.read_stream("action-a1")].count("ActionStarted") == 1
 
 
 def test_a_crash_between_start_and_result_is_resolved_by_the_outbox_not_repeated(
@@ -129,7 +171,9 @@ def test_a_crash_between_start_and_result_is_resolved_by_the_outbox_not_repeated
     assert len(list(outbox.glob("*.eml"))) == 1
 
 
-def test_a_crash_with_an_unknowable_outcome_is_reported_not_repeated(store: Store) -> None:
+def test_a_crash_with_an_unknowable_outcome_is_put_to_the_operator_not_repeated(
+    store: Store,
+) -> None:
     connector = CountingConnector()
     action_id = propose(store)
     store.log.append(
@@ -139,6 +183,9 @@ def test_a_crash_with_an_unknowable_outcome_is_reported_not_repeated(store: Stor
         execute_action(store.log, {"counting": connector}, action_id) == "running"
     )  # within its lease
     later = datetime.now(UTC) + timedelta(hours=1)
-    assert execute_action(store.log, {"counting": connector}, action_id, now=later) == "failed"
+    assert execute_action(store.log, {"counting": connector}, action_id, now=later) == "unknown"
     assert connector.effects == []
-    assert "OutcomeUnknown" in (queries.get_action(action_id).error or "")
+    [question] = queries.pending_questions()
+    assert question.kind == "action_unknown" and question.choices == ["done", "retry", "discard"]
+    assert execute_action(store.log, {"counting": connector}, action_id, now=later) == "unknown"
+    assert len(queries.pending_questions()) == 1

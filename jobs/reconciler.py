@@ -1,0 +1,105 @@
+"""The reconciler: the log is the truth, the queue is transport (invariant 1).
+
+A job the log says is queued, retrying or running, or an approved action, that nothing has
+moved for longer than its lease, is sent to the broker again: the broker may have lost the
+message (Redis flushed, in-process broker gone with its process), or the worker holding it
+died. Sending twice is harmless: the handlers are idempotent, and the log records each
+requeue so the trace explains it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from store import events as ev
+from store import queries
+from store.errors import StoreError
+from store.log import EventLog, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    jobs: tuple[str, ...]
+    actions: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        return len(self.jobs) + len(self.actions)
+
+
+@dataclass
+class Reconciler:
+    log: EventLog
+    send_job: Callable[[str], bool]
+    send_action: Callable[[str], bool]
+    queue_lease: timedelta
+    run_lease: timedelta
+
+    def run_once(self, *, now: datetime | None = None) -> ReconcileReport:
+        moment = now or utcnow()
+        jobs = []
+        for job in queries.orphaned_jobs(
+            now=moment, queue_lease=self.queue_lease, run_lease=self.run_lease
+        ):
+            reason = {
+                "queued": f"queued for more than {self.queue_lease.total_seconds():.0f} s without starting",
+                "retrying": "its retry did not start on time",
+                "running": f"no result {self.run_lease.total_seconds():.0f} s after it started (worker gone?)",
+            }.get(job.status, job.status)
+            self.log.append(
+                ev.job_stream(job.job_id),
+                [ev.JobRequeued(job_id=job.job_id, reason=reason)],
+                metadata=ev.Metadata(actor="reconciler", correlation_id=job.job_id),
+            )
+            if self.send_job(job.job_id):
+                jobs.append(job.job_id)
+        actions = []
+        for action in queries.orphaned_actions(
+            now=moment, queue_lease=self.queue_lease, run_lease=self.run_lease
+        ):
+            self.log.append(
+                ev.action_stream(action.action_id),
+                [
+                    ev.ActionRequeued(
+                        action_id=action.action_id, reason=f"{action.status} and not moving"
+                    )
+                ],
+                metadata=ev.Metadata(actor="reconciler", correlation_id=action.job_id),
+            )
+            if self.send_action(action.action_id):
+                actions.append(action.action_id)
+        if jobs or actions:
+            logger.warning("reconciler re-sent %d job(s) and %d action(s)", len(jobs), len(actions))
+        return ReconcileReport(tuple(jobs), tuple(actions))
+
+
+class Scheduler:
+    """Runs the reconciler every ``interval`` seconds on a daemon thread."""
+
+    def __init__(self, reconciler: Reconciler, *, interval: float) -> None:
+        self._reconciler = reconciler
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="opcore-scheduler", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._reconciler.run_once()
+            except StoreError as exc:
+                logger.error("reconciler: %s; trying again in %.0f s", exc, self._interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
