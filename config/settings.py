@@ -89,16 +89,26 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="WARNING", description="Python logging level.")
     job_lease_seconds: float = Field(
-        default=600.0, gt=0, description="A started job or action with no result after this long is presumed orphaned."
+        default=600.0,
+        gt=0,
+        description="A started job or action with no result after this long is presumed orphaned.",
     )
     queue_lease_seconds: float = Field(
-        default=60.0, gt=0, description="A queued job or approved action not started after this long is enqueued again."
+        default=60.0,
+        gt=0,
+        description="A queued job or approved action not started after this long is enqueued again.",
     )
     reconcile_interval_seconds: float = Field(
-        default=30.0, gt=0, description="How often `opcore run` looks for orphaned jobs and actions."
+        default=30.0,
+        gt=0,
+        description="How often `opcore run` looks for orphaned jobs and actions.",
     )
-    max_retries: int = Field(default=4, ge=0, le=20, description="Retries of a transient failure before dead-lettering.")
-    retry_min_backoff_ms: int = Field(default=2_000, ge=10, description="First retry delay (doubles each time, with jitter).")
+    max_retries: int = Field(
+        default=4, ge=0, le=20, description="Retries of a transient failure before dead-lettering."
+    )
+    retry_min_backoff_ms: int = Field(
+        default=2_000, ge=10, description="First retry delay (doubles each time, with jitter)."
+    )
     retry_max_backoff_ms: int = Field(default=300_000, ge=10, description="Longest retry delay.")
     faults: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
@@ -144,7 +154,9 @@ class Settings(BaseSettings):
     def _check_faults(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unknown = set(value) - FAULT_POINTS
         if unknown:
-            raise ValueError(f"unknown fault points {sorted(unknown)}; known: {sorted(FAULT_POINTS)}")
+            raise ValueError(
+                f"unknown fault points {sorted(unknown)}; known: {sorted(FAULT_POINTS)}"
+            )
         return value
 
     @field_validator("broker_url")
