@@ -74,5 +74,11 @@ class Connector(ABC):
         self, action: str, params: Mapping[str, Any], *, idempotency_key: str
     ) -> ActionResult | None:
         """Return the result of an earlier attempt with this key if the connector can see it,
-        ``None`` if it cannot tell. The default cannot tell."""
+        ``None`` if it sees none. The default sees nothing."""
         return None
+
+    @property
+    def lookup_is_definitive(self) -> bool:
+        """Whether ``lookup`` returning ``None`` proves no earlier attempt took effect (so the
+        action may safely be executed again). The default cannot tell."""
+        return False

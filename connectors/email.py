@@ -127,12 +127,17 @@ class Delivery(ABC):
     def lookup(self, *, idempotency_key: str) -> ActionResult | None:
         """The result of an earlier delivery with this key, ``None`` if unknown."""
 
+    #: Whether a ``None`` from :meth:`lookup` proves that nothing was delivered.
+    definitive: bool = False
+
 
 class OutboxDelivery(Delivery):
     """One ``.eml`` file per key in ``directory``; a key already written is not written again.
 
     Files appear atomically (temporary file, fsync, rename), so a file that exists is whole.
     """
+
+    definitive = True  # the file is written atomically: no file, no delivery
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -311,6 +316,10 @@ class EmailConnector(Connector):
     ) -> ActionResult | None:
         self.spec(action)
         return self.delivery.lookup(idempotency_key=idempotency_key)
+
+    @property
+    def lookup_is_definitive(self) -> bool:
+        return self.delivery.definitive
 
 
 def email_connector_from(

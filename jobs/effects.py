@@ -24,7 +24,7 @@ from agents import questions
 from agents.retry import RetryPolicy
 from agents.runner import WORKER_ID
 from agents.signals import RetryLater
-from connectors.base import Connector
+from connectors.base import ActionResult, Connector
 from connectors.errors import ConnectorError, TransientConnectorError
 from store import events as ev
 from store import queries
@@ -70,11 +70,18 @@ class Effects:
         connector = self.connectors[action.connector]
 
         if action.status == "running":
-            started = _last_start(self.log, stream)
-            if started is not None and (now or utcnow()) - started < self.lease:
+            history = self.log.read_stream(stream)
+            if not _orphaned(history, now=now or utcnow(), lease=self.lease):
                 logger.info("action %s is being executed by another worker; leaving it", action_id)
                 return "running"
-            return self._resolve_unknown(action, connector, meta, version)
+            found = connector.lookup(
+                action.action, action.params, idempotency_key=action.idempotency_key
+            )
+            if found is not None or not connector.lookup_is_definitive:
+                return self._resolve_unknown(action, found, meta, version)
+            logger.warning(
+                "action %s: the earlier attempt provably had no effect; running it again", action_id
+            )
 
         try:
             self.log.append(
@@ -112,13 +119,11 @@ class Effects:
         return "executed"
 
     def _resolve_unknown(
-        self, action: ActionView, connector: Connector, meta: ev.Metadata, version: int
+        self, action: ActionView, found: ActionResult | None, meta: ev.Metadata, version: int
     ) -> str:
-        """An earlier attempt started and never reported back: find out, or ask; never repeat."""
+        """An earlier attempt started and never reported back: record what the connector saw,
+        or ask the operator; never repeat it blindly."""
         stream = ev.action_stream(action.action_id)
-        found = connector.lookup(
-            action.action, action.params, idempotency_key=action.idempotency_key
-        )
         outcome: list[ev.EventData | ev.NewEvent]
         if found is not None:
             outcome = [
@@ -266,11 +271,17 @@ class Effects:
         return "compensated"
 
 
-def _last_start(log: EventLog, stream: str) -> datetime | None:
-    starts = [
-        e.recorded_at for e in log.read_stream(stream) if isinstance(e.data, ev.ActionStarted)
-    ]
-    return starts[-1] if starts else None
+def _orphaned(history: list[ev.RecordedEvent], *, now: datetime, lease: timedelta) -> bool:
+    """Whether the last start of this action was abandoned: its lease ran out, or the
+    reconciler re-sent the action after it (the reconciler has its own lease)."""
+    last_start = None
+    requeued_after = False
+    for event in history:
+        if isinstance(event.data, ev.ActionStarted):
+            last_start, requeued_after = event.recorded_at, False
+        elif isinstance(event.data, ev.ActionRequeued):
+            requeued_after = True
+    return last_start is None or requeued_after or now - last_start >= lease
 
 
 def _failures_since_retry(history: list[ev.RecordedEvent]) -> int:
