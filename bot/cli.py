@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot import render
@@ -21,11 +21,13 @@ from bot.errors import BotError
 from bot.notifier import Notifier
 from config import ConfigError, Settings, load_settings
 from jobs.errors import JobsError, WorkerSetupError
+from jobs.reconciler import Scheduler
 from jobs.runtime import Runtime, build_runtime
 from jobs.service import JobService
 from store import open_store, queries
 from store.db import redact
 from store.errors import NotFoundError, StoreError
+from store.replay import verify
 
 logger = logging.getLogger("opcore")
 
@@ -67,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(
         func=cmd_migrate
     )
+    sub.add_parser(
+        "reconcile", help="re-send jobs and actions the log says are pending but nothing is moving"
+    ).set_defaults(func=cmd_reconcile)
+    replay = sub.add_parser("replay", help="rebuild the read models from the event log")
+    replay.add_argument(
+        "--verify",
+        action="store_true",
+        help="rebuild in a scratch database and compare; exit 1 on any difference",
+    )
+    replay.set_defaults(func=cmd_replay)
 
     events = sub.add_parser("events", help="print the event log")
     events.add_argument("--job", help="only the events of this job (id or short id)")
@@ -100,14 +112,29 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"opcore: broker is {redact(settings.broker_url)}; start workers with `opcore worker`.",
             file=sys.stderr,
         )
+    service = JobService(runtime)
+    reconciler = service.reconciler()
+    resumed: list[str] = []
+    if settings.in_process_broker:
+        # The in-process queue died with the previous process: whatever the log says is
+        # queued or running is orphaned now, not after a lease.
+        report = reconciler.with_leases(timedelta(0)).run_once()
+        resumed = [*report.jobs, *(queries.get_action(a).job_id for a in report.actions)]
+        if report.total:
+            print(
+                f"opcore: resumed {len(report.jobs)} job(s) and {len(report.actions)} action(s) from the log.",
+                file=sys.stderr,
+            )
+    scheduler = Scheduler(reconciler, interval=settings.reconcile_interval_seconds)
+    scheduler.start()
     try:
-        service = JobService(runtime)
         dispatcher = Dispatcher(settings=settings, service=service, log=runtime.store.log)
         console = ConsoleChannel(
             dispatcher=dispatcher,
             in_flight=service.in_flight,
             notifications_pending=lambda: notifier.pending(),
             drain_seconds=settings.console_drain_seconds,
+            watch=resumed,
         )
         notifier = Notifier(log=runtime.store.log, channel=CONSOLE, deliver=console.deliver)
         notifier.start()
@@ -116,6 +143,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             notifier.stop()
     finally:
+        scheduler.stop()
         runtime.close()
 
 
@@ -143,6 +171,44 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     return 0
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.in_process_broker:
+        raise WorkerSetupError(
+            "the broker is memory://, whose queue lives inside `opcore run`, which reconciles at start "
+            "and every OPCORE_RECONCILE_INTERVAL_SECONDS; `opcore reconcile` is for a redis:// broker"
+        )
+    runtime = build_runtime(settings)
+    try:
+        report = JobService(runtime).reconciler().run_once()
+    finally:
+        runtime.close()
+    print(f"re-sent {len(report.jobs)} job(s) and {len(report.actions)} action(s)")
+    for job_id in report.jobs:
+        print(f"  job {job_id[:6]}")
+    for action_id in report.actions:
+        print(f"  action {action_id[:6]}")
+    return 0
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings.resolved_database_url)
+    try:
+        if args.verify:
+            report = verify(store.log)
+            for difference in report.differences:
+                print(difference)
+            verdict = "match" if report.ok else f"differ in {len(report.differences)} row(s)"
+            print(
+                f"replayed {report.events} events: the read models ({report.rows} rows) {verdict}"
+            )
+            return 0 if report.ok else 1
+        count = store.log.rebuild_projections()
+        print(f"rebuilt the read models from {count} events")
+        return 0
+    finally:
+        store.close()
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:

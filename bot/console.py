@@ -38,6 +38,7 @@ class ConsoleChannel:
         drain_seconds: float,
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
+        watch: list[str] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._in_flight = in_flight
@@ -49,7 +50,7 @@ class ConsoleChannel:
         self._lock = threading.Lock()
         self._buttons: dict[int, Button] = {}
         self._next_number = 1
-        self._jobs: list[str] = []
+        self._jobs: list[str] = list(watch or [])  # jobs whose progress this session waits for
         dispatcher.on_job_activity = self._jobs.append
 
     # Output ----------------------------------------------------------------------------

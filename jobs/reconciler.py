@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from store import events as ev
@@ -40,6 +40,9 @@ class Reconciler:
     send_action: Callable[[str], bool]
     queue_lease: timedelta
     run_lease: timedelta
+
+    def with_leases(self, lease: timedelta) -> Reconciler:
+        return replace(self, queue_lease=lease, run_lease=lease)
 
     def run_once(self, *, now: datetime | None = None) -> ReconcileReport:
         moment = now or utcnow()
