@@ -53,16 +53,24 @@ class Dispatcher:
     # Messages --------------------------------------------------------------------------
 
     def handle_message(self, msg: InboundMessage) -> list[Reply]:
+        """Answer a message once: a redelivery of a platform message id already handled is
+        dropped. The id is recorded after handling, so a crash in between handles it again
+        (a /lead is then deduplicated by the job's idempotency key)."""
+        key = _inbound_key(msg.channel, msg.platform_id) if msg.platform_id else None
+        if key is not None and queries.seen(key):
+            logger.info("dropped a redelivered message %s from %s", msg.platform_id, msg.sender)
+            return []
+        replies = self._handle_message(msg)
+        if key is not None:
+            queries.mark_seen(key, now=utcnow())
+        return replies
+
+    def _handle_message(self, msg: InboundMessage) -> list[Reply]:
         if not self._settings.is_operator(msg.channel, msg.sender_id):
             logger.warning("refused a message from %s (not an operator)", msg.sender)
             return [Reply(REFUSAL)]
         text = msg.text.strip()
         if not text:
-            return []
-        if msg.platform_id and not queries.first_sighting(
-            _inbound_key(msg.channel, msg.platform_id), now=utcnow()
-        ):
-            logger.info("dropped a redelivered message %s from %s", msg.platform_id, msg.sender)
             return []
         if len(text) > MAX_TEXT:
             return [
@@ -104,6 +112,12 @@ class Dispatcher:
             return []  # a redelivered update: the first delivery was answered
         self.on_job_activity(job.job_id)
         who = f"{lead.name} ({lead.company})" if lead.company else lead.name
+        if submitted.paused:
+            return [
+                Reply(
+                    f"The lead agent is paused: job {job.short_id} waits in the log. /resume lead to run it."
+                )
+            ]
         queued = (
             "" if submitted.enqueued else " The queue is unreachable; it will run when it is back."
         )
@@ -188,6 +202,17 @@ class Dispatcher:
     # Buttons ---------------------------------------------------------------------------
 
     def handle_button(self, press: ButtonPress) -> Reply:
+        """Answer a button press once (see :meth:`handle_message`)."""
+        key = _inbound_key(press.channel, press.platform_id) if press.platform_id else None
+        if key is not None and queries.seen(key):
+            logger.info("dropped a redelivered button press %s", press.platform_id)
+            return Reply("")
+        reply = self._handle_button(press)
+        if key is not None:
+            queries.mark_seen(key, now=utcnow())
+        return reply
+
+    def _handle_button(self, press: ButtonPress) -> Reply:
         if not self._settings.is_operator(press.channel, press.sender_id):
             logger.warning("refused a button press from %s (not an operator)", press.sender)
             return Reply(REFUSAL)
@@ -195,11 +220,6 @@ class Dispatcher:
         if choice is None:
             logger.warning("dropped a button press with malformed data %r", press.data[:80])
             return Reply("That button is not one of mine.")
-        if press.platform_id and not queries.first_sighting(
-            _inbound_key(press.channel, press.platform_id), now=utcnow()
-        ):
-            logger.info("dropped a redelivered button press %s", press.platform_id)
-            return Reply("")
         if isinstance(choice, QuestionChoice):
             return self._answer(press, choice)
         result = self._service.decide(

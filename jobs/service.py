@@ -92,9 +92,9 @@ class JobService:
         job = queries.get_job(first.job_id)
         if result.duplicate:
             return Submitted(job, duplicate=True, enqueued=False)
-        return Submitted(
-            job, duplicate=False, enqueued=self._send(self._rt.actors.run_job, job.job_id)
-        )
+        if queries.agent_paused(request.agent):
+            return Submitted(job, duplicate=False, enqueued=False, paused=True)
+        return Submitted(job, duplicate=False, enqueued=self.send_job(job.job_id))
 
     def decide(self, token: str, *, approve: bool, decided_by: str, channel: str) -> DecisionResult:
         result = decide(

@@ -401,10 +401,11 @@ def executed_actions_for_job(job_id: str) -> list[ActionView]:
 # Inbound deduplication -----------------------------------------------------------------
 
 
-def first_sighting(key: str, *, now: datetime) -> bool:
-    """Record a platform message id; ``False`` if it was seen before (a redelivery)."""
-    try:
-        InboundRow.insert(key=key[:255], seen_at=_naive(now)).execute()
-    except peewee.IntegrityError:
-        return False
-    return True
+def seen(key: str) -> bool:
+    """Whether a platform message id (Telegram update_id, Slack event_id) was handled."""
+    return InboundRow.get_or_none(InboundRow.key == key[:255]) is not None
+
+
+def mark_seen(key: str, *, now: datetime) -> None:
+    """Record a handled platform message id (a second record of the same id is a no-op)."""
+    InboundRow.insert(key=key[:255], seen_at=_naive(now)).on_conflict_ignore().execute()

@@ -2,10 +2,15 @@ from __future__ import annotations
 
 import time
 
+from agents import questions
+from agents.lead import parse_lead
 from bot.dispatch import REFUSAL, Dispatcher
 from bot.messages import ButtonPress, InboundMessage
+from jobs.runtime import Runtime
 from jobs.service import JobService
+from store import events as ev
 from store import queries
+from tests.builders import approve, propose_action, request_job
 
 
 def msg(
@@ -121,3 +126,102 @@ def test_status_trace_and_approvals_answer(dispatcher: Dispatcher) -> None:
     assert [b.label for b in proposal.buttons] == ["Approve and send", "Reject"]
     [missing] = dispatcher.handle_message(msg("/trace ffffff"))
     assert "no job" in missing.text
+
+
+def test_the_same_dramatiq_message_delivered_three_times_sends_one_email(
+    dispatcher: Dispatcher, runtime: Runtime
+) -> None:
+    dispatcher.handle_message(msg(LEAD))
+    wait_for(lambda: bool(queries.pending_approvals()))
+    [approval] = queries.pending_approvals()
+    dispatcher.handle_button(press(f"ap:{approval.token}:y"))
+    for _ in range(3):
+        runtime.actors.execute_action.send(approval.action_id)
+    runtime.actors.run_job.send(approval.job_id)
+    wait_for(lambda: queries.get_action(approval.action_id).status == "executed")
+    runtime.broker.join("opcore", fail_fast=True)
+    assert len(list(runtime.settings.outbox_dir.glob("*.eml"))) == 1
+    types = [e.type for e in runtime.store.log.read_correlated(approval.job_id)]
+    assert types.count("ActionStarted") == 1 and types.count("JobStarted") == 1
+
+
+def test_an_unknown_outcome_is_settled_by_one_tap_and_only_once(
+    dispatcher: Dispatcher, runtime: Runtime
+) -> None:
+    request_job(runtime.store, "j1")
+    propose_action(runtime.store)
+    approve(runtime.store)
+    question = questions.ask("action_unknown", job_id="j1", action_id="a1", text="Did this happen?")
+    runtime.store.log.append(
+        "action-a1",
+        [
+            ev.ActionStarted(action_id="a1", attempt=1, worker="dead"),
+            ev.ActionOutcomeUnknown(action_id="a1", reason="r"),
+            question,
+        ],
+        metadata=ev.Metadata(actor="test", correlation_id="j1"),
+    )
+    first = dispatcher.handle_button(press(f"q:{question.token}:d"))
+    assert first.text.startswith("Recorded as done")
+    again = dispatcher.handle_button(press(f"q:{question.token}:r"))
+    assert again.text.startswith("Already answered: done by console:local")
+    assert queries.get_action("a1").status == "executed"
+    assert not list(runtime.settings.outbox_dir.glob("*.eml"))  # nothing was sent again
+
+
+def test_retry_on_a_failed_job_runs_it_again(dispatcher: Dispatcher, runtime: Runtime) -> None:
+    job_id = request_job(
+        runtime.store, "0f" * 16, payload=parse_lead("Jane <jane@acme.example> audit").model_dump()
+    )
+    question = questions.ask("job_failed", job_id=job_id, text="ProviderTimeoutError: slow")
+    runtime.store.log.append(
+        f"job-{job_id}",
+        [
+            ev.JobFailed(
+                job_id=job_id, error_type="ProviderTimeoutError", error="slow", transient=True
+            ),
+            question,
+        ],
+        metadata=ev.Metadata(actor="test", correlation_id=job_id),
+    )
+    reply = dispatcher.handle_button(press(f"q:{question.token}:r"))
+    assert reply.text.startswith("Trying again")
+    wait_for(lambda: queries.get_job(job_id).status == "awaiting_approval")
+
+
+def test_a_paused_agent_keeps_its_jobs_in_the_log_until_resumed(dispatcher: Dispatcher) -> None:
+    [paused] = dispatcher.handle_message(msg("/pause lead"))
+    assert paused.text.startswith("Paused lead")
+    [waiting] = dispatcher.handle_message(msg(LEAD))
+    assert "paused" in waiting.text
+    time.sleep(0.3)
+    [job] = queries.list_jobs()
+    assert job.status == "queued"
+    [resumed] = dispatcher.handle_message(msg("/resume lead"))
+    assert "1 waiting job(s)" in resumed.text
+    wait_for(lambda: queries.get_job(job.job_id).status == "awaiting_approval")
+    [unknown] = dispatcher.handle_message(msg("/pause invoices"))
+    assert "unknown agent" in unknown.text
+
+
+def test_cancel_stops_a_job_and_its_buttons(dispatcher: Dispatcher) -> None:
+    dispatcher.handle_message(msg(LEAD))
+    wait_for(lambda: bool(queries.pending_approvals()))
+    [approval] = queries.pending_approvals()
+    job = queries.get_job(approval.job_id)
+    [cancelled] = dispatcher.handle_message(msg(f"/cancel {job.short_id}"))
+    assert cancelled.text.startswith("Cancelled job")
+    assert queries.get_job(job.job_id).status == "cancelled"
+    assert "Already decided" in dispatcher.handle_button(press(f"ap:{approval.token}:y")).text
+    [again] = dispatcher.handle_message(msg(f"/cancel {job.short_id}"))
+    assert "already cancelled" in again.text
+
+
+def test_undo_says_when_an_action_cannot_be_undone(dispatcher: Dispatcher) -> None:
+    dispatcher.handle_message(msg(LEAD))
+    wait_for(lambda: bool(queries.pending_approvals()))
+    [approval] = queries.pending_approvals()
+    dispatcher.handle_button(press(f"ap:{approval.token}:y"))
+    wait_for(lambda: queries.get_action(approval.action_id).status == "executed")
+    [reply] = dispatcher.handle_message(msg(f"/undo {approval.job_id[:6]}"))
+    assert "Cannot be undone" in reply.text and "email.send_email has no undo" in reply.text
