@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rebuild in a scratch database and compare; exit 1 on any difference",
     )
+    replay.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="ignore snapshots: apply every event from the first",
+    )
+    replay.add_argument("--snapshot", action="store_true", help="then snapshot the read models")
     replay.set_defaults(func=cmd_replay)
 
     events = sub.add_parser("events", help="print the event log")
@@ -125,7 +131,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 f"opcore: resumed {len(report.jobs)} job(s) and {len(report.actions)} action(s) from the log.",
                 file=sys.stderr,
             )
-    scheduler = Scheduler(reconciler, interval=settings.reconcile_interval_seconds)
+    scheduler = Scheduler(
+        reconciler,
+        interval=settings.reconcile_interval_seconds,
+        snapshot_every=settings.snapshot_every,
+    )
     scheduler.start()
     try:
         dispatcher = Dispatcher(settings=settings, service=service, log=runtime.store.log)

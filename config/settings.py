@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         default=2_000, ge=10, description="First retry delay (doubles each time, with jitter)."
     )
     retry_max_backoff_ms: int = Field(default=300_000, ge=10, description="Longest retry delay.")
+    snapshot_every: int = Field(
+        default=10_000,
+        ge=100,
+        description="Snapshot the read models every this many events (rebuilds replay the tail).",
+    )
     faults: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Failure injection for the reliability tests only (kill points); never set in production.",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from store import events as ev
-from store import queries
+from store import queries, snapshots
 from store.errors import StoreError
 from store.log import EventLog, utcnow
 
@@ -83,11 +83,13 @@ class Reconciler:
 
 
 class Scheduler:
-    """Runs the reconciler every ``interval`` seconds on a daemon thread."""
+    """Every ``interval`` seconds on a daemon thread: reconcile, and snapshot the read models
+    when ``snapshot_every`` events have been appended since the last snapshot."""
 
-    def __init__(self, reconciler: Reconciler, *, interval: float) -> None:
+    def __init__(self, reconciler: Reconciler, *, interval: float, snapshot_every: int) -> None:
         self._reconciler = reconciler
         self._interval = interval
+        self._snapshot_every = snapshot_every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -99,6 +101,10 @@ class Scheduler:
         while not self._stop.wait(self._interval):
             try:
                 self._reconciler.run_once()
+                log = self._reconciler.log
+                if snapshots.due(head=log.head(), every=self._snapshot_every):
+                    position = snapshots.take(log.db)
+                    logger.info("snapshot of the read models at position %d", position)
             except StoreError as exc:
                 logger.error("reconciler: %s; trying again in %.0f s", exc, self._interval)
 

@@ -16,6 +16,10 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
 }
 
+# Appends (and snapshots) on PostgreSQL hold this transaction-scoped advisory lock, so event
+# positions commit in order and a snapshot sees exactly the events before its position.
+PG_APPEND_LOCK = 0x0C0E_0002
+
 # Models bind to this proxy; open_database() points it at the real database.
 database_proxy = peewee.DatabaseProxy()
 

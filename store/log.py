@@ -21,13 +21,11 @@ from typing import Any
 
 import peewee
 
-from store import projections
-from store.db import is_postgres
+from store import projections, snapshots
+from store.db import PG_APPEND_LOCK, is_postgres
 from store.errors import ConcurrencyError, DatabaseError, EventSchemaError
 from store.events import EventData, Metadata, NewEvent, RecordedEvent, parse_event
 from store.models import EventRecord
-
-_PG_APPEND_LOCK = 0x0C0E_0002
 
 ANY_VERSION: int | None = None
 NO_STREAM = 0
@@ -72,7 +70,7 @@ class EventLog:
         try:
             with self._db.atomic():
                 if is_postgres(self._db):
-                    self._db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_APPEND_LOCK,))
+                    self._db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (PG_APPEND_LOCK,))
                 first_key = batch[0].idempotency_key
                 if first_key is not None:
                     existing = self._events_from_key(first_key)
@@ -183,14 +181,21 @@ class EventLog:
     def head(self) -> int:
         return int(EventRecord.select(peewee.fn.MAX(EventRecord.position)).scalar() or 0)
 
-    def rebuild_projections(self) -> int:
-        """Empty the read models and apply every event again. Returns the events replayed."""
+    def rebuild_projections(self, *, from_snapshot: bool = True) -> int:
+        """Empty the read models and rebuild them: from the latest snapshot plus the events
+        after it, or from the first event. Returns the number of events applied."""
         count = 0
         with self._db.atomic():
             projections.clear(self._db)
-            for event in self.iterate():
-                projections.apply(event)
-                count += 1
+            after = snapshots.restore_latest() if from_snapshot else 0
+            while True:
+                chunk = self.read_all(after=after, limit=1000)
+                if not chunk:
+                    break
+                for event in chunk:
+                    projections.apply(event)
+                    count += 1
+                after = chunk[-1].position
         return count
 
 

@@ -146,6 +146,18 @@ class InboundRow(BaseModel):
         table_name = "inbound"
 
 
+class SnapshotRow(BaseModel):
+    """Every read model's rows at one log position (JSON), to rebuild from the tail only."""
+
+    id = peewee.AutoField()
+    position = peewee.BigIntegerField(index=True)
+    created_at = peewee.DateTimeField()
+    data = peewee.TextField()
+
+    class Meta:
+        table_name = "snapshots"
+
+
 class CursorRow(BaseModel):
     """Where a log follower (e.g. a channel's notifier) has read up to. Process state, not truth."""
 
@@ -164,4 +176,10 @@ PROJECTION_MODELS: tuple[type[BaseModel], ...] = (
     QuestionRow,
     AgentStateRow,
 )
-ALL_MODELS: tuple[type[BaseModel], ...] = (EventRecord, *PROJECTION_MODELS, CursorRow, InboundRow)
+ALL_MODELS: tuple[type[BaseModel], ...] = (
+    EventRecord,
+    *PROJECTION_MODELS,
+    CursorRow,
+    InboundRow,
+    SnapshotRow,
+)

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import peewee
 
-from store import projections
+from store import projections, snapshots
 from store.log import EventLog
 from store.models import PROJECTION_MODELS, BaseModel
 
@@ -44,6 +44,7 @@ class VerifyReport:
     events: int
     rows: int
     differences: tuple[Difference, ...]
+    snapshot_position: int = 0  # 0: no snapshot to check
 
     @property
     def ok(self) -> bool:
@@ -71,25 +72,54 @@ def _rows(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
     return {str(row[pk]): {k: _normal(v) for k, v in row.items()} for row in rows}
 
 
-def verify(log: EventLog) -> VerifyReport:
-    """Rebuild every projection from ``log`` in a scratch database and compare with the live one."""
-    live = {model._meta.table_name: _rows(model) for model in PROJECTION_MODELS}
+def _replay_into_scratch(
+    log: EventLog, *, from_snapshot: bool
+) -> tuple[dict[str, dict[str, dict[str, Any]]], int]:
     scratch = peewee.SqliteDatabase(":memory:")
     count = 0
     with scratch.bind_ctx(PROJECTION_MODELS):
         scratch.create_tables(PROJECTION_MODELS)
         with scratch.atomic():
-            for event in log.iterate():
-                projections.apply(event)
-                count += 1
+            after = snapshots.restore_latest() if from_snapshot else 0
+            while chunk := log.read_all(after=after, limit=1000):
+                for event in chunk:
+                    projections.apply(event)
+                    count += 1
+                after = chunk[-1].position
         replayed = {model._meta.table_name: _rows(model) for model in PROJECTION_MODELS}
     scratch.close()
+    return replayed, count
+
+
+def _compare(
+    live: dict[str, dict[str, dict[str, Any]]],
+    replayed: dict[str, dict[str, dict[str, Any]]],
+    label: str,
+) -> list[Difference]:
     differences = []
     for table, rows in live.items():
         other = replayed[table]
         for key in sorted(set(rows) | set(other)):
             if rows.get(key) != other.get(key):
-                differences.append(Difference(table, key, rows.get(key), other.get(key)))
+                differences.append(
+                    Difference(f"{table} ({label})", key, rows.get(key), other.get(key))
+                )
+    return differences
+
+
+def verify(log: EventLog) -> VerifyReport:
+    """Rebuild every projection in a scratch database, from the first event and from the latest
+    snapshot, and compare both with the live tables."""
+    live = {model._meta.table_name: _rows(model) for model in PROJECTION_MODELS}
+    replayed, count = _replay_into_scratch(log, from_snapshot=False)
+    differences = _compare(live, replayed, "from the first event")
+    position = snapshots.latest_position()
+    if position:
+        from_snapshot, _ = _replay_into_scratch(log, from_snapshot=True)
+        differences += _compare(live, from_snapshot, f"from the snapshot at {position}")
     return VerifyReport(
-        events=count, rows=sum(len(r) for r in live.values()), differences=tuple(differences)
+        events=count,
+        rows=sum(len(r) for r in live.values()),
+        differences=tuple(differences),
+        snapshot_position=position,
     )
