@@ -88,6 +88,44 @@ class Settings(BaseSettings):
         description="At end of piped input, how long to wait for jobs in flight.",
     )
     log_level: str = Field(default="WARNING", description="Python logging level.")
+    home_channel: str = Field(
+        default="",
+        description="Where job notifications go, as channel:chat (e.g. telegram:12345, slack:C0123); "
+        "empty = the chat the job came from.",
+    )
+    telegram_token: SecretStr = Field(
+        default=SecretStr(""), description="Bot token from @BotFather."
+    )
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org/bot",
+        description="Bot API base URL (a self-hosted Bot API server, or a local test server).",
+    )
+    telegram_webhook_url: str = Field(
+        default="", description="Public HTTPS URL for webhook mode; empty = long polling."
+    )
+    telegram_webhook_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Secret Telegram echoes in X-Telegram-Bot-Api-Secret-Token.",
+    )
+    telegram_webhook_listen: str = Field(
+        default="127.0.0.1:8443", description="host:port the webhook server listens on."
+    )
+    slack_bot_token: SecretStr = Field(
+        default=SecretStr(""), description="Slack bot token (xoxb-…)."
+    )
+    slack_app_token: SecretStr = Field(
+        default=SecretStr(""), description="Slack app-level token (xapp-…) for Socket Mode."
+    )
+    slack_signing_secret: SecretStr = Field(
+        default=SecretStr(""), description="Slack signing secret, for HTTP mode."
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/",
+        description="Slack Web API base URL (tests point it at a local server).",
+    )
+    slack_http_listen: str = Field(
+        default="127.0.0.1:3000", description="host:port the Slack HTTP-mode server listens on."
+    )
     job_lease_seconds: float = Field(
         default=600.0,
         gt=0,
@@ -154,6 +192,21 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("home_channel")
+    @classmethod
+    def _check_home(cls, value: str) -> str:
+        if value and value != "console" and ":" not in value:
+            raise ValueError("home_channel must look like telegram:12345, slack:C0123 or console")
+        return value
+
+    @field_validator("telegram_webhook_listen", "slack_http_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must look like host:port, e.g. 127.0.0.1:8443")
+        return value
+
     @field_validator("faults")
     @classmethod
     def _check_faults(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -204,6 +257,14 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return bool(self.telegram_token.get_secret_value())
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token.get_secret_value())
 
     @property
     def in_process_broker(self) -> bool:
