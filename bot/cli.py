@@ -10,18 +10,15 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from agents import pairing
 from bot import render
-from bot.console import CHANNEL as CONSOLE
-from bot.console import ConsoleChannel
-from bot.dispatch import Dispatcher
 from bot.errors import BotError
-from bot.notifier import Notifier
+from bot.serve import CHANNELS, configured_channels, serve
 from config import ConfigError, Settings, load_settings
 from jobs.errors import JobsError, WorkerSetupError
-from jobs.reconciler import Scheduler
 from jobs.runtime import Runtime, build_runtime
 from jobs.service import JobService
 from store import open_store, queries
@@ -58,11 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser(
-        "run", help="start opcore: channels, and workers when the broker is in-process"
+        "run",
+        help="start opcore: every configured channel (or the console), workers when in-process",
     ).set_defaults(func=cmd_run)
     sub.add_parser(
         "console", help="chat with opcore on this terminal (works with piped input)"
-    ).set_defaults(func=cmd_run)
+    ).set_defaults(func=cmd_console)
+    bot = sub.add_parser("bot", help="serve one channel alone: telegram, slack or console")
+    bot.add_argument("channel", choices=CHANNELS)
+    bot.set_defaults(func=cmd_bot)
+    pair = sub.add_parser(
+        "pair", help="print a one-time code that makes whoever sends it an operator"
+    )
+    pair.add_argument("channel", choices=("telegram", "slack"))
+    pair.set_defaults(func=cmd_pair)
     sub.add_parser("worker", help="run job workers (for a redis:// broker)").set_defaults(
         func=cmd_worker
     )
@@ -112,49 +118,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    runtime = build_runtime(settings, with_worker=settings.in_process_broker)
-    if not settings.in_process_broker:
-        print(
-            f"opcore: broker is {redact(settings.broker_url)}; start workers with `opcore worker`.",
-            file=sys.stderr,
-        )
-    service = JobService(runtime)
-    reconciler = service.reconciler()
-    resumed: list[str] = []
-    if settings.in_process_broker:
-        # The in-process queue died with the previous process: whatever the log says is
-        # queued or running is orphaned now, not after a lease.
-        report = reconciler.with_leases(timedelta(0)).run_once()
-        resumed = [*report.jobs, *(queries.get_action(a).job_id for a in report.actions)]
-        if report.total:
-            print(
-                f"opcore: resumed {len(report.jobs)} job(s) and {len(report.actions)} action(s) from the log.",
-                file=sys.stderr,
-            )
-    scheduler = Scheduler(
-        reconciler,
-        interval=settings.reconcile_interval_seconds,
-        snapshot_every=settings.snapshot_every,
-    )
-    scheduler.start()
+    return serve(settings, configured_channels(settings))
+
+
+def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
+    return serve(settings, ["console"])
+
+
+def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
+    return serve(settings, [args.channel])
+
+
+def cmd_pair(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings.resolved_database_url)
     try:
-        dispatcher = Dispatcher(settings=settings, service=service, log=runtime.store.log)
-        console = ConsoleChannel(
-            dispatcher=dispatcher,
-            in_flight=service.in_flight,
-            notifications_pending=lambda: notifier.pending(),
-            drain_seconds=settings.console_drain_seconds,
-            watch=resumed,
-        )
-        notifier = Notifier(log=runtime.store.log, channel=CONSOLE, deliver=console.deliver)
-        notifier.start()
-        try:
-            return console.run()
-        finally:
-            notifier.stop()
+        code, expires = pairing.issue(store.log, args.channel, by="cli")
     finally:
-        scheduler.stop()
-        runtime.close()
+        store.close()
+    print(f"Send this to your opcore bot on {args.channel} within 10 minutes (it works once):\n")
+    print(f"    /pair {code}\n")
+    print(f"The account that sends it becomes an operator (code expires {expires:%H:%M} UTC).")
+    return 0
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:

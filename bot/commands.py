@@ -50,6 +50,12 @@ COMMANDS: dict[str, CommandSpec] = {
             "undo the job's executed actions that can be undone",
             needs_args=True,
         ),
+        CommandSpec(
+            "pair",
+            "/pair <code>",
+            "claim this bot with the code `opcore pair <channel>` printed",
+            needs_args=True,
+        ),
     )
 }
 

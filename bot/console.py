@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import TextIO
 
+from bot.channel import Channel
 from bot.dispatch import Dispatcher
 from bot.messages import Button, ButtonPress, InboundMessage, Outbound, Reply
 
@@ -28,21 +29,22 @@ BOT = "bot> "
 INDENT = " " * len(BOT)
 
 
-class ConsoleChannel:
+class ConsoleChannel(Channel):
+    name = CHANNEL
+
     def __init__(
         self,
         *,
         dispatcher: Dispatcher,
         in_flight: Callable[[list[str]], list[str]],
-        notifications_pending: Callable[[], bool],
         drain_seconds: float,
+        notifications_pending: Callable[[], bool] = lambda: False,
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
-        watch: list[str] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._in_flight = in_flight
-        self._notifications_pending = notifications_pending
+        self.notifications_pending = notifications_pending
         self._drain_seconds = drain_seconds
         self._stdin = stdin or sys.stdin
         self._stdout = stdout or sys.stdout
@@ -50,7 +52,7 @@ class ConsoleChannel:
         self._lock = threading.Lock()
         self._buttons: dict[int, Button] = {}
         self._next_number = 1
-        self._jobs: list[str] = list(watch or [])  # jobs whose progress this session waits for
+        self._jobs: list[str] = []  # jobs whose progress this session waits for
         dispatcher.on_job_activity = self._jobs.append
 
     # Output ----------------------------------------------------------------------------
@@ -83,9 +85,13 @@ class ConsoleChannel:
 
     # Input -----------------------------------------------------------------------------
 
-    def run(self) -> int:
+    def watch(self, job_ids: list[str]) -> None:
+        """Also wait for these jobs at end of input (e.g. jobs resumed at start)."""
+        self._jobs.extend(job_ids)
+
+    def run(self, stop: threading.Event) -> None:
         self.show(Reply("opcore console. Type /help for commands, Ctrl-D to quit."))
-        while True:
+        while not stop.is_set():
             if self._interactive:
                 self._stdout.write(PROMPT)
                 self._stdout.flush()
@@ -94,7 +100,6 @@ class ConsoleChannel:
                 break
             self.handle_line(line.rstrip("\n"))
         self.drain()
-        return 0
 
     def handle_line(self, line: str) -> None:
         text = line.strip()
@@ -122,7 +127,7 @@ class ConsoleChannel:
     # Waiting ---------------------------------------------------------------------------
 
     def settled(self) -> bool:
-        return not self._in_flight(self._jobs) and not self._notifications_pending()
+        return not self._in_flight(self._jobs) and not self.notifications_pending()
 
     def _wait(self, done: Callable[[], bool]) -> bool:
         deadline = time.monotonic() + self._drain_seconds

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from agents import pairing
 from agents.approvals import Outcome
 from agents.errors import AgentInputError, RegistryError
 from agents.lead import parse_lead
@@ -44,6 +45,7 @@ class Dispatcher:
             "resume": self._resume,
             "cancel": self._cancel,
             "undo": self._undo,
+            "pair": lambda msg, cmd: [self._pair(msg, cmd)],
         }
         missing = set(COMMANDS) - set(self._handlers)
         if missing:
@@ -65,11 +67,20 @@ class Dispatcher:
             queries.mark_seen(key, now=utcnow())
         return replies
 
+    def is_operator(self, channel: str, user_id: str) -> bool:
+        """Listed in OPCORE_OPERATORS, or paired with a one-time code."""
+        return self._settings.is_operator(channel, user_id) or pairing.is_paired(
+            f"{channel}:{user_id}"
+        )
+
     def _handle_message(self, msg: InboundMessage) -> list[Reply]:
-        if not self._settings.is_operator(msg.channel, msg.sender_id):
+        text = msg.text.strip()
+        pair = parse_command(text[:200])
+        if pair is not None and pair.name == "pair":
+            return [self._pair(msg, pair)]
+        if not self.is_operator(msg.channel, msg.sender_id):
             logger.warning("refused a message from %s (not an operator)", msg.sender)
             return [Reply(REFUSAL)]
-        text = msg.text.strip()
         if not text:
             return []
         if len(text) > MAX_TEXT:
@@ -87,6 +98,22 @@ class Dispatcher:
         if spec.needs_args and not command.args:
             return [Reply(f"Usage: {spec.usage}")]
         return self._handlers[command.name](msg, command)
+
+    def _pair(self, msg: InboundMessage, cmd: ParsedCommand) -> Reply:
+        if not cmd.args:
+            return Reply(f"Usage: {COMMANDS['pair'].usage}")
+        if self.is_operator(msg.channel, msg.sender_id):
+            return Reply("You are already an operator.")
+        code = cmd.args.split()[0]
+        if pairing.redeem(
+            self._log, code, channel=msg.channel, user_id=msg.sender_id, chat_id=msg.chat_id
+        ):
+            logger.warning("paired %s as an operator", msg.sender)
+            return Reply("Paired: you are now an operator of this opcore. Try /help.")
+        logger.warning("refused a pairing attempt from %s", msg.sender)
+        return Reply(
+            f"That code is not valid here, or it expired. Run `opcore pair {msg.channel}` again."
+        )
 
     def _help(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         return [Reply(help_text())]
@@ -213,7 +240,7 @@ class Dispatcher:
         return reply
 
     def _handle_button(self, press: ButtonPress) -> Reply:
-        if not self._settings.is_operator(press.channel, press.sender_id):
+        if not self.is_operator(press.channel, press.sender_id):
             logger.warning("refused a button press from %s (not an operator)", press.sender)
             return Reply(REFUSAL)
         choice = parse_button(press.data)

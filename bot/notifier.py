@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from bot import render
+from bot.errors import ChannelError
 from bot.messages import Outbound, Reply
 from store import events as ev
 from store import queries
@@ -74,8 +75,23 @@ def notification_for(event: ev.RecordedEvent) -> Outbound | None:
     return None
 
 
+def addressed(outbound: Outbound, home: str) -> Outbound:
+    """Where a notification goes: the home channel if one is set (``telegram:12345``,
+    ``slack:C0123``, ``console``), else the chat the job came from."""
+    if not home:
+        return outbound
+    channel, _, chat = home.partition(":")
+    return Outbound(channel, chat or "local", outbound.reply)
+
+
+MAX_DELIVERY_FAILURES = 5
+
+
 class Notifier:
-    """Polls the log for ``channel``'s notifications and delivers them with ``deliver``."""
+    """Polls the log for notifications addressed to ``channel`` and delivers them with
+    ``deliver``. One per channel and process, each with its own cursor. A delivery that
+    fails is tried again on the next poll; after a few failures it is skipped (the work it
+    announced is still in /approvals and the trace)."""
 
     def __init__(
         self,
@@ -84,8 +100,11 @@ class Notifier:
         channel: str,
         deliver: Callable[[Outbound], None],
         interval: float = 0.2,
+        home: str = "",
     ) -> None:
         self._log = log
+        self._home = home
+        self._failures = 0
         self._channel = channel
         self._deliver = deliver
         self._interval = interval
@@ -114,9 +133,28 @@ class Notifier:
                 break
             for event in batch:
                 outbound = notification_for(event)
+                if outbound is not None:
+                    outbound = addressed(outbound, self._home)
                 if outbound is not None and outbound.channel == self._channel:
-                    self._deliver(outbound)
-                    sent += 1
+                    try:
+                        self._deliver(outbound)
+                    except ChannelError as exc:
+                        self._failures += 1
+                        if self._failures < MAX_DELIVERY_FAILURES:
+                            logger.warning(
+                                "notifier for %s: %s; will try again", self._channel, exc
+                            )
+                            return sent
+                        logger.error(
+                            "notifier for %s: giving up on event %d after %d failures: %s",
+                            self._channel,
+                            event.position,
+                            self._failures,
+                            exc,
+                        )
+                    else:
+                        sent += 1
+                self._failures = 0
                 self._position = event.position
                 queries.save_cursor(self._cursor_name, self._position)
         return sent

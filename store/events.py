@@ -353,6 +353,28 @@ class QuestionAnswered(EventData):
     channel: str
 
 
+# Pairing -------------------------------------------------------------------------------
+
+
+@event_type("PairingCodeIssued")
+class PairingCodeIssued(EventData):
+    """`opcore pair <channel>` printed a one-time code (only its hash is logged)."""
+
+    code_hash: str
+    channel: str
+    expires_at: datetime
+
+
+@event_type("OperatorPaired")
+class OperatorPaired(EventData):
+    """Someone sent a valid pairing code from a chat and became an operator."""
+
+    code_hash: str
+    channel: str
+    user_id: str
+    chat_id: str
+
+
 # Agents --------------------------------------------------------------------------------
 
 
@@ -382,3 +404,6 @@ def contact_stream(contact_id: str) -> str:
 
 def agent_stream(agent: str) -> str:
     return f"agent-{agent}"
+
+
+PAIRING_STREAM = "pairing"

@@ -158,6 +158,29 @@ class SnapshotRow(BaseModel):
         table_name = "snapshots"
 
 
+class PairingCodeRow(BaseModel):
+    """A one-time pairing code (only its hash is kept)."""
+
+    code_hash = peewee.CharField(max_length=64, primary_key=True)
+    channel = peewee.CharField(max_length=32)
+    expires_at = peewee.DateTimeField()
+    used_by = peewee.CharField(max_length=200, null=True)
+
+    class Meta:
+        table_name = "pairing_codes"
+
+
+class PairedOperatorRow(BaseModel):
+    """An operator who claimed the bot with a pairing code (``channel:user``)."""
+
+    operator = peewee.CharField(max_length=200, primary_key=True)
+    chat_id = peewee.CharField(max_length=128)
+    paired_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "paired_operators"
+
+
 class CursorRow(BaseModel):
     """Where a log follower (e.g. a channel's notifier) has read up to. Process state, not truth."""
 
@@ -175,6 +198,8 @@ PROJECTION_MODELS: tuple[type[BaseModel], ...] = (
     ContactRow,
     QuestionRow,
     AgentStateRow,
+    PairingCodeRow,
+    PairedOperatorRow,
 )
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     EventRecord,

@@ -26,6 +26,8 @@ from store.models import (
     ApprovalRow,
     ContactRow,
     JobRow,
+    PairedOperatorRow,
+    PairingCodeRow,
     QuestionRow,
 )
 
@@ -386,3 +388,24 @@ def _agent_paused(d: ev.AgentPaused, at: datetime) -> None:
 @handles(ev.AgentResumed)
 def _agent_resumed(d: ev.AgentResumed, at: datetime) -> None:
     _agent_state(d.agent, False, d.by, at)
+
+
+@handles(ev.PairingCodeIssued)
+def _pairing_code_issued(d: ev.PairingCodeIssued, at: datetime) -> None:
+    PairingCodeRow.insert(
+        code_hash=d.code_hash, channel=d.channel, expires_at=d.expires_at.replace(tzinfo=None)
+    ).execute()
+
+
+@handles(ev.OperatorPaired)
+def _operator_paired(d: ev.OperatorPaired, at: datetime) -> None:
+    operator = f"{d.channel}:{d.user_id}"
+    PairingCodeRow.update(used_by=operator).where(PairingCodeRow.code_hash == d.code_hash).execute()
+    (
+        PairedOperatorRow.insert(operator=operator, chat_id=d.chat_id, paired_at=at)
+        .on_conflict(
+            conflict_target=[PairedOperatorRow.operator],
+            update={PairedOperatorRow.chat_id: d.chat_id, PairedOperatorRow.paired_at: at},
+        )
+        .execute()
+    )

@@ -1,0 +1,167 @@
+"""Serving: the runtime, the reconciler's schedule, and every channel asked for, together.
+
+``opcore run`` serves every configured channel (Telegram, Slack), or the console if none is;
+``opcore bot <channel>`` serves one. Each channel has its own notifier (and cursor), so
+channels may also run in separate processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from types import FrameType
+
+from bot.channel import Channel
+from bot.console import ConsoleChannel
+from bot.dispatch import Dispatcher
+from bot.errors import ChannelError
+from bot.notifier import Notifier
+from config import Settings
+from jobs.reconciler import Scheduler
+from jobs.runtime import build_runtime
+from jobs.service import JobService
+from store import queries
+from store.db import redact
+
+logger = logging.getLogger(__name__)
+
+CHANNELS = ("console", "telegram", "slack")
+
+
+def configured_channels(settings: Settings) -> list[str]:
+    names = [
+        n
+        for n, on in (("telegram", settings.telegram_enabled), ("slack", settings.slack_enabled))
+        if on
+    ]
+    return names or ["console"]
+
+
+def _make_channel(
+    name: str, settings: Settings, dispatcher: Dispatcher, service: JobService
+) -> Channel:
+    if name == "telegram":
+        if not settings.telegram_enabled:
+            raise ChannelError(
+                "Telegram is not configured: set OPCORE_TELEGRAM_TOKEN (from @BotFather)"
+            )
+        from bot.telegram import TelegramChannel  # only this adapter imports python-telegram-bot
+
+        return TelegramChannel(settings=settings, dispatcher=dispatcher)
+    if name == "slack":
+        if not settings.slack_enabled:
+            raise ChannelError(
+                "Slack is not configured: set OPCORE_SLACK_BOT_TOKEN and OPCORE_SLACK_APP_TOKEN "
+                "(Socket Mode) or OPCORE_SLACK_SIGNING_SECRET (HTTP mode); see bot/slack_manifest.yaml"
+            )
+        from bot.slack import SlackChannel  # only this adapter imports slack-bolt
+
+        return SlackChannel(settings=settings, dispatcher=dispatcher)
+    if name == "console":
+        return ConsoleChannel(
+            dispatcher=dispatcher,
+            in_flight=service.in_flight,
+            drain_seconds=settings.console_drain_seconds,
+        )
+    raise ChannelError(f"unknown channel {name!r}; known: {', '.join(CHANNELS)}")
+
+
+def serve(settings: Settings, names: Sequence[str]) -> int:
+    runtime = build_runtime(settings, with_worker=settings.in_process_broker)
+    if not settings.in_process_broker:
+        print(
+            f"opcore: broker is {redact(settings.broker_url)}; start workers with `opcore worker`.",
+            file=sys.stderr,
+        )
+    service = JobService(runtime)
+    dispatcher = Dispatcher(settings=settings, service=service, log=runtime.store.log)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    notifiers: list[Notifier] = []
+    scheduler: Scheduler | None = None
+    try:
+        channels = {name: _make_channel(name, settings, dispatcher, service) for name in names}
+        reconciler = service.reconciler()
+        resumed: list[str] = []
+        if settings.in_process_broker:
+            # The in-process queue died with the previous process: whatever the log says is
+            # queued or running is orphaned now, not after a lease.
+            report = reconciler.with_leases(timedelta(0)).run_once()
+            resumed = [*report.jobs, *(queries.get_action(a).job_id for a in report.actions)]
+            if report.total:
+                print(
+                    f"opcore: resumed {len(report.jobs)} job(s) and {len(report.actions)} action(s) from the log.",
+                    file=sys.stderr,
+                )
+        scheduler = Scheduler(
+            reconciler,
+            interval=settings.reconcile_interval_seconds,
+            snapshot_every=settings.snapshot_every,
+        )
+        scheduler.start()
+        for name, channel in channels.items():
+            notifier = Notifier(
+                log=runtime.store.log,
+                channel=name,
+                deliver=channel.deliver,
+                home=settings.home_channel,
+            )
+            notifiers.append(notifier)
+            if isinstance(channel, ConsoleChannel):
+                channel.watch(resumed)
+                channel.notifications_pending = notifier.pending
+            notifier.start()
+        console = channels.pop("console", None)
+        _install_signal_handlers(stop, interrupt=console is not None)
+        for name, channel in channels.items():
+            thread = threading.Thread(
+                target=_run_channel, args=(name, channel, stop), name=f"channel-{name}"
+            )
+            thread.start()
+            threads.append(thread)
+        if console is not None:
+            console.run(stop)
+            stop.set()
+        else:
+            print(
+                f"opcore: serving {', '.join(names)}; Ctrl-C to stop.", file=sys.stderr, flush=True
+            )
+            while not stop.wait(0.5):
+                if not any(t.is_alive() for t in threads):
+                    break
+        return 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        for notifier in notifiers:
+            notifier.stop()
+        if scheduler is not None:
+            scheduler.stop()
+        runtime.close()
+
+
+def _run_channel(name: str, channel: Channel, stop: threading.Event) -> None:
+    try:
+        channel.run(stop)
+    except ChannelError as exc:
+        logger.error("channel %s stopped: %s", name, exc)
+        print(f"opcore: {name}: {exc}", file=sys.stderr)
+
+
+def _install_signal_handlers(stop: threading.Event, *, interrupt: bool) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        if interrupt:
+            raise KeyboardInterrupt  # the console is blocked reading stdin
+
+    signal.signal(signal.SIGTERM, _stop)
+    if not interrupt:
+        signal.signal(signal.SIGINT, _stop)
