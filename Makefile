@@ -32,6 +32,7 @@ check: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_log
+	$(BIN)/python -m bench.bench_events
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -51,7 +51,8 @@ def _make_channel(
             )
         from bot.telegram import TelegramChannel  # only this adapter imports python-telegram-bot
 
-        return TelegramChannel(settings=settings, dispatcher=dispatcher)
+        telegram: Channel = TelegramChannel(settings=settings, dispatcher=dispatcher)
+        return telegram
     if name == "slack":
         if not settings.slack_enabled:
             raise ChannelError(
@@ -60,7 +61,8 @@ def _make_channel(
             )
         from bot.slack import SlackChannel  # only this adapter imports slack-bolt
 
-        return SlackChannel(settings=settings, dispatcher=dispatcher)
+        slack: Channel = SlackChannel(settings=settings, dispatcher=dispatcher)
+        return slack
     if name == "console":
         return ConsoleChannel(
             dispatcher=dispatcher,

@@ -47,12 +47,15 @@ def event_type(name: str) -> Any:
     return register
 
 
-def parse_event(type_name: str, data: Mapping[str, Any]) -> EventData:
+def parse_event(type_name: str, data: Mapping[str, Any] | str) -> EventData:
+    """Validate stored event data (a mapping, or the JSON text itself) into its model."""
     try:
         model = EVENT_TYPES[type_name]
     except KeyError:
         raise EventSchemaError(f"unknown event type {type_name!r}") from None
     try:
+        if isinstance(data, str):
+            return model.model_validate_json(data)
         return model.model_validate(dict(data))
     except ValidationError as exc:
         raise EventSchemaError(f"{type_name}: {exc}") from exc

@@ -17,11 +17,12 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import peewee
 
-from store import projections, snapshots
+from store import projections, snapshots, sql
 from store.db import PG_APPEND_LOCK, is_postgres
 from store.errors import ConcurrencyError, DatabaseError, EventSchemaError
 from store.events import EventData, Metadata, NewEvent, RecordedEvent, parse_event
@@ -79,12 +80,8 @@ class EventLog:
                 current = self.stream_version(stream_id)
                 if expected_version is not None and current != expected_version:
                     raise ConcurrencyError(stream_id, expected_version, current)
-                recorded = [
-                    self._insert(stream_id, current + i + 1, new, metadata)
-                    for i, new in enumerate(batch)
-                ]
-                for event in recorded:
-                    projections.apply(event)
+                recorded = self._insert(stream_id, current, batch, metadata)
+                projections.apply(self._db, recorded)
                 return AppendResult(tuple(recorded), duplicate=False)
         except peewee.IntegrityError as exc:
             # Lost a race the checks above could not see (SQLite has no advisory lock, and
@@ -102,31 +99,43 @@ class EventLog:
             raise DatabaseError(f"append to {stream_id!r} failed: {exc}") from exc
 
     def _insert(
-        self, stream_id: str, version: int, new: NewEvent, metadata: Metadata
-    ) -> RecordedEvent:
-        event_id = str(uuid.uuid4())
+        self, stream_id: str, current: int, batch: list[NewEvent], metadata: Metadata
+    ) -> list[RecordedEvent]:
         now = utcnow()
-        row = EventRecord.create(
-            event_id=event_id,
-            stream_id=stream_id,
-            version=version,
-            type=new.data.type_name,
-            data=new.data.model_dump_json(),
-            metadata=metadata.model_dump_json(),
-            correlation_id=metadata.correlation_id,
-            idempotency_key=new.idempotency_key,
-            recorded_at=now.replace(tzinfo=None),
-        )
-        return RecordedEvent(
-            position=int(row.position),
-            event_id=event_id,
-            stream_id=stream_id,
-            version=version,
-            data=new.data,
-            metadata=metadata,
-            idempotency_key=new.idempotency_key,
-            recorded_at=now,
-        )
+        meta_json = metadata.model_dump_json()
+        rows: list[dict[str, Any]] = [
+            {
+                "event_id": str(uuid.uuid4()),
+                "stream_id": stream_id,
+                "version": current + i + 1,
+                "type": new.data.type_name,
+                "data": new.data.model_dump_json(),
+                "metadata": meta_json,
+                "correlation_id": metadata.correlation_id,
+                "idempotency_key": new.idempotency_key,
+                "recorded_at": now.replace(tzinfo=None),
+            }
+            for i, new in enumerate(batch)
+        ]
+        positions = {
+            version: position
+            for position, version in sql.insert_rows(
+                self._db, EventRecord, rows, returning="position,version"
+            )
+        }
+        return [
+            RecordedEvent(
+                position=int(positions[row["version"]]),
+                event_id=row["event_id"],
+                stream_id=stream_id,
+                version=row["version"],
+                data=new.data,
+                metadata=metadata,
+                idempotency_key=new.idempotency_key,
+                recorded_at=now,
+            )
+            for row, new in zip(rows, batch, strict=True)
+        ]
 
     def _events_from_key(self, key: str) -> list[RecordedEvent]:
         """The stored event that holds ``key`` (empty if none)."""
@@ -136,10 +145,8 @@ class EventLog:
     # Reading ---------------------------------------------------------------------------
 
     def stream_version(self, stream_id: str) -> int:
-        value = (
-            EventRecord.select(peewee.fn.MAX(EventRecord.version))
-            .where(EventRecord.stream_id == stream_id)
-            .scalar()
+        value = sql.scalar(
+            self._db, "SELECT MAX(version) FROM events WHERE stream_id = ?", [stream_id]
         )
         return int(value or 0)
 
@@ -162,12 +169,16 @@ class EventLog:
     def read_all(
         self, *, after: int = 0, limit: int = 500, types: Iterable[str] = ()
     ) -> list[RecordedEvent]:
-        query = EventRecord.select().where(EventRecord.position > after)
         wanted = list(types)
+        where = "position > ?"
         if wanted:
-            query = query.where(EventRecord.type.in_(wanted))
-        rows = query.order_by(EventRecord.position).limit(limit)
-        return [to_recorded(r) for r in rows]
+            where += f" AND type IN ({', '.join('?' * len(wanted))})"
+        cursor = sql.execute(
+            self._db,
+            f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?",
+            [after, *wanted, limit],
+        )
+        return [_from_tuple(r) for r in cursor.fetchall()]
 
     def iterate(self, *, batch: int = 1000) -> Iterator[RecordedEvent]:
         after = 0
@@ -188,15 +199,40 @@ class EventLog:
         with self._db.atomic():
             projections.clear(self._db)
             after = snapshots.restore_latest() if from_snapshot else 0
-            while True:
-                chunk = self.read_all(after=after, limit=1000)
-                if not chunk:
-                    break
-                for event in chunk:
-                    projections.apply(event)
-                    count += 1
+            # Rows changed by the tail stay in memory until the end: one write per row.
+            rows = projections.Rows(self._db, empty=after == 0)
+            while chunk := self.read_all(after=after, limit=2000):
+                projections.apply(self._db, chunk, rows)
+                count += len(chunk)
                 after = chunk[-1].position
+            rows.flush()
         return count
+
+
+_COLUMNS = (
+    "position, event_id, stream_id, version, type, data, metadata, idempotency_key, recorded_at"
+)
+
+
+@lru_cache(maxsize=1024)
+def _metadata(text: str) -> Metadata:
+    return Metadata.model_validate_json(text)  # frozen: safe to share; jobs repeat the same one
+
+
+def _from_tuple(row: tuple[Any, ...]) -> RecordedEvent:
+    position, event_id, stream_id, version, type_name, data, metadata, key, recorded_at = row
+    if isinstance(recorded_at, str):  # SQLite returns the stored text
+        recorded_at = datetime.fromisoformat(recorded_at)
+    return RecordedEvent(
+        position=int(position),
+        event_id=event_id,
+        stream_id=stream_id,
+        version=int(version),
+        data=parse_event(type_name, data),
+        metadata=_metadata(metadata),
+        idempotency_key=key,
+        recorded_at=recorded_at.replace(tzinfo=UTC),
+    )
 
 
 def to_recorded(row: EventRecord) -> RecordedEvent:

@@ -1,8 +1,10 @@
 """Projections: read models derived from events, updated in the append's transaction.
 
-Each handler gets the event's data and its ``recorded_at`` and nothing else (never the
-clock), so rebuilding every table from the log (:meth:`EventLog.rebuild_projections`)
-converges to the same state as the live tables.
+Each handler gets the event's data, its ``recorded_at`` and a :class:`Rows` unit of work, and
+nothing else (never the clock), so rebuilding every table from the log converges to the same
+state as the live tables. Handlers read and change rows as dicts; :class:`Rows` loads each
+row at most once and writes what changed when it is flushed: one UPDATE per touched row for
+a live append, bulk INSERTs for a rebuild into empty tables.
 
 Job statuses: queued, running, retrying, awaiting_approval (open actions), done, failed,
 cancelled. Action statuses: proposed, awaiting_approval, approved, running, retrying,
@@ -12,18 +14,20 @@ unknown (open); executed, rejected, expired, failed, discarded, compensated (clo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import peewee
 
 from store import events as ev
+from store import sql
 from store.models import (
     PROJECTION_MODELS,
     ActionRow,
     AgentStateRow,
     ApprovalRow,
+    BaseModel,
     ContactRow,
     JobRow,
     PairedOperatorRow,
@@ -34,26 +38,108 @@ from store.models import (
 CLOSED_ACTIONS = frozenset(
     {"executed", "rejected", "expired", "failed", "discarded", "compensated"}
 )
+Row = dict[str, Any]
+_Key = tuple[type[BaseModel], Any]
+
+
+class Rows:
+    """A unit of work over the projection tables.
+
+    ``empty=True`` (a rebuild into empty tables) never reads the database: a row not seen yet
+    does not exist. Otherwise a row is read once, on first use."""
+
+    def __init__(self, db: peewee.Database, *, empty: bool = False) -> None:
+        self._db = db
+        self._empty = empty
+        self._rows: dict[_Key, Row | None] = {}
+        self._new: dict[_Key, None] = {}  # insertion order
+        self._dirty: dict[_Key, set[str]] = {}
+
+    def get(self, model: type[BaseModel], pk: Any) -> Row | None:
+        key = (model, pk)
+        if key not in self._rows:
+            self._rows[key] = None if self._empty else sql.select_row(self._db, model, pk)
+        return self._rows[key]
+
+    def insert(self, model: type[BaseModel], row: Row) -> None:
+        pk = row[model._meta.primary_key.name]  # type: ignore[union-attr]
+        key = (model, pk)
+        self._rows[key] = _with_defaults(model, row)
+        self._new[key] = None
+
+    def update(self, model: type[BaseModel], pk: Any, **fields: Any) -> Row | None:
+        row = self.get(model, pk)
+        if row is None:
+            return None
+        row.update(fields)
+        key = (model, pk)
+        if key not in self._new:
+            self._dirty.setdefault(key, set()).update(fields)
+        return row
+
+    def upsert(self, model: type[BaseModel], pk: Any, row: Row) -> None:
+        if self.get(model, pk) is None:
+            self.insert(model, row)
+        else:
+            self.update(model, pk, **row)
+
+    def flush(self) -> None:
+        by_model: dict[type[BaseModel], list[Row]] = {}
+        for key in self._new:
+            row = self._rows[key]
+            if row is not None:
+                by_model.setdefault(key[0], []).append(row)
+        for model, rows in by_model.items():
+            for start in range(0, len(rows), 200):
+                model.insert_many(rows[start : start + 200]).execute()
+        for (model, pk), fields in self._dirty.items():
+            row = self._rows[(model, pk)]
+            if row is not None and fields:
+                pk_field = model._meta.primary_key
+                model.update({getattr(model, f): row[f] for f in fields}).where(
+                    pk_field == pk
+                ).execute()  # type: ignore[operator]
+        self._new.clear()
+        self._dirty.clear()
+
+
+def _with_defaults(model: type[BaseModel], row: Row) -> Row:
+    """The row with the model's defaults filled in (handlers read them; insert_many needs
+    the same keys in every row)."""
+    full = dict(row)
+    for name, field in model._meta.fields.items():
+        if name not in full:
+            full[name] = field.default() if callable(field.default) else field.default
+    return full
+
 
 E = TypeVar("E", bound=ev.EventData)
-Handler = Callable[[Any, datetime], None]
+Handler = Callable[[Any, datetime, Rows], None]
 _HANDLERS: dict[type[ev.EventData], Handler] = {}
 
 
 def handles(
     event_cls: type[E],
-) -> Callable[[Callable[[E, datetime], None]], Callable[[E, datetime], None]]:
-    def register(fn: Callable[[E, datetime], None]) -> Callable[[E, datetime], None]:
+) -> Callable[[Callable[[E, datetime, Rows], None]], Callable[[E, datetime, Rows], None]]:
+    def register(fn: Callable[[E, datetime, Rows], None]) -> Callable[[E, datetime, Rows], None]:
         _HANDLERS[event_cls] = fn
         return fn
 
     return register
 
 
-def apply(event: ev.RecordedEvent) -> None:
-    handler = _HANDLERS.get(type(event.data))
-    if handler is not None:
-        handler(event.data, event.recorded_at.replace(tzinfo=None))
+def apply(
+    db: peewee.Database, events: Iterable[ev.RecordedEvent], rows: Rows | None = None
+) -> None:
+    """Apply events to the read models (the caller holds the transaction). Without ``rows``,
+    the changes are written at once; with them, when the caller flushes ``rows``."""
+    work = rows if rows is not None else Rows(db)
+    for event in events:
+        handler = _HANDLERS.get(type(event.data))
+        if handler is not None:
+            handler(event.data, event.recorded_at.replace(tzinfo=None), work)
+    if rows is None:
+        work.flush()
 
 
 def clear(db: peewee.Database) -> None:
@@ -65,37 +151,47 @@ def clear(db: peewee.Database) -> None:
 # Jobs ----------------------------------------------------------------------------------
 
 
-def _update_job(job_id: str, at: datetime, **fields: object) -> None:
-    JobRow.update(updated_at=at, **fields).where(JobRow.job_id == job_id).execute()
+def _job(rows: Rows, job_id: str, at: datetime, **fields: Any) -> Row | None:
+    return rows.update(JobRow, job_id, updated_at=at, **fields)
 
 
 @handles(ev.JobRequested)
-def _job_requested(d: ev.JobRequested, at: datetime) -> None:
-    JobRow.insert(
-        job_id=d.job_id,
-        agent=d.agent,
-        status="queued",
-        text=d.text,
-        channel=d.channel,
-        chat_id=d.chat_id,
-        requested_by=d.requested_by,
-        requested_at=at,
-        updated_at=at,
-    ).execute()
+def _job_requested(d: ev.JobRequested, at: datetime, rows: Rows) -> None:
+    rows.insert(
+        JobRow,
+        {
+            "job_id": d.job_id,
+            "agent": d.agent,
+            "status": "queued",
+            "text": d.text,
+            "channel": d.channel,
+            "chat_id": d.chat_id,
+            "requested_by": d.requested_by,
+            "requested_at": at,
+            "updated_at": at,
+        },
+    )
 
 
 @handles(ev.JobStarted)
-def _job_started(d: ev.JobStarted, at: datetime) -> None:
-    _update_job(
-        d.job_id, at, status="running", started_at=at, attempts=d.attempt, next_attempt_at=None
+def _job_started(d: ev.JobStarted, at: datetime, rows: Rows) -> None:
+    _job(
+        rows,
+        d.job_id,
+        at,
+        status="running",
+        started_at=at,
+        attempts=d.attempt,
+        next_attempt_at=None,
     )
 
 
 @handles(ev.JobCompleted)
-def _job_completed(d: ev.JobCompleted, at: datetime) -> None:
-    job = JobRow.get_or_none(JobRow.job_id == d.job_id)
-    waiting = job is not None and job.open_actions > 0
-    _update_job(
+def _job_completed(d: ev.JobCompleted, at: datetime, rows: Rows) -> None:
+    job = rows.get(JobRow, d.job_id)
+    waiting = job is not None and job["open_actions"] > 0
+    _job(
+        rows,
         d.job_id,
         at,
         summary=d.summary,
@@ -106,8 +202,9 @@ def _job_completed(d: ev.JobCompleted, at: datetime) -> None:
 
 
 @handles(ev.JobFailed)
-def _job_failed(d: ev.JobFailed, at: datetime) -> None:
-    _update_job(
+def _job_failed(d: ev.JobFailed, at: datetime, rows: Rows) -> None:
+    _job(
+        rows,
         d.job_id,
         at,
         status="failed",
@@ -118,8 +215,9 @@ def _job_failed(d: ev.JobFailed, at: datetime) -> None:
 
 
 @handles(ev.JobAttemptFailed)
-def _job_attempt_failed(d: ev.JobAttemptFailed, at: datetime) -> None:
-    _update_job(
+def _job_attempt_failed(d: ev.JobAttemptFailed, at: datetime, rows: Rows) -> None:
+    _job(
+        rows,
         d.job_id,
         at,
         status="retrying",
@@ -129,174 +227,176 @@ def _job_attempt_failed(d: ev.JobAttemptFailed, at: datetime) -> None:
 
 
 @handles(ev.JobRequeued)
-def _job_requeued(d: ev.JobRequeued, at: datetime) -> None:
-    _update_job(d.job_id, at, status="queued", next_attempt_at=None)
+def _job_requeued(d: ev.JobRequeued, at: datetime, rows: Rows) -> None:
+    _job(rows, d.job_id, at, status="queued", next_attempt_at=None)
 
 
 @handles(ev.JobRetried)
-def _job_retried(d: ev.JobRetried, at: datetime) -> None:
-    _update_job(d.job_id, at, status="queued", finished_at=None, error=None, next_attempt_at=None)
+def _job_retried(d: ev.JobRetried, at: datetime, rows: Rows) -> None:
+    _job(rows, d.job_id, at, status="queued", finished_at=None, error=None, next_attempt_at=None)
 
 
 @handles(ev.JobCancelled)
-def _job_cancelled(d: ev.JobCancelled, at: datetime) -> None:
-    _update_job(d.job_id, at, status="cancelled", finished_at=at, next_attempt_at=None)
+def _job_cancelled(d: ev.JobCancelled, at: datetime, rows: Rows) -> None:
+    _job(rows, d.job_id, at, status="cancelled", finished_at=at, next_attempt_at=None)
 
 
 @handles(ev.ModelCalled)
-def _model_called(d: ev.ModelCalled, at: datetime) -> None:
-    _update_job(
-        d.job_id,
-        at,
-        model_calls=JobRow.model_calls + 1,
-        tokens=JobRow.tokens + d.prompt_tokens + d.completion_tokens,
-    )
+def _model_called(d: ev.ModelCalled, at: datetime, rows: Rows) -> None:
+    job = rows.get(JobRow, d.job_id)
+    if job is not None:
+        _job(
+            rows,
+            d.job_id,
+            at,
+            model_calls=job["model_calls"] + 1,
+            tokens=job["tokens"] + d.prompt_tokens + d.completion_tokens,
+        )
 
 
 # Contacts ------------------------------------------------------------------------------
 
 
 @handles(ev.ContactCreated)
-def _contact_created(d: ev.ContactCreated, at: datetime) -> None:
-    ContactRow.insert(
-        contact_id=d.contact_id,
-        name=d.name,
-        email=d.email.lower(),
-        company=d.company,
-        created_at=at,
-        jobs=1,
-    ).execute()
+def _contact_created(d: ev.ContactCreated, at: datetime, rows: Rows) -> None:
+    rows.insert(
+        ContactRow,
+        {
+            "contact_id": d.contact_id,
+            "name": d.name,
+            "email": d.email.lower(),
+            "company": d.company,
+            "created_at": at,
+            "jobs": 1,
+        },
+    )
 
 
 @handles(ev.ContactRecalled)
-def _contact_recalled(d: ev.ContactRecalled, at: datetime) -> None:
-    ContactRow.update(jobs=ContactRow.jobs + 1).where(
-        ContactRow.contact_id == d.contact_id
-    ).execute()
+def _contact_recalled(d: ev.ContactRecalled, at: datetime, rows: Rows) -> None:
+    contact = rows.get(ContactRow, d.contact_id)
+    if contact is not None:
+        rows.update(ContactRow, d.contact_id, jobs=contact["jobs"] + 1)
 
 
 # Actions -------------------------------------------------------------------------------
 
 
-def _set_action(action_id: str, at: datetime, **fields: object) -> None:
-    ActionRow.update(updated_at=at, **fields).where(ActionRow.action_id == action_id).execute()
+def _action(rows: Rows, action_id: str, at: datetime, **fields: Any) -> Row | None:
+    return rows.update(ActionRow, action_id, updated_at=at, **fields)
 
 
-def _close_action(action_id: str, at: datetime, status: str, **fields: object) -> None:
+def _close_action(rows: Rows, action_id: str, at: datetime, status: str, **fields: Any) -> None:
     """An action reached a final state: its job has one open action fewer."""
-    row = ActionRow.get_or_none(ActionRow.action_id == action_id)
-    if row is None:
+    action = rows.get(ActionRow, action_id)
+    if action is None:
         return
-    was_open = row.status not in CLOSED_ACTIONS
-    _set_action(action_id, at, status=status, next_attempt_at=None, **fields)
-    job = JobRow.get_or_none(JobRow.job_id == row.job_id)
+    was_open = action["status"] not in CLOSED_ACTIONS
+    _action(rows, action_id, at, status=status, next_attempt_at=None, **fields)
+    job = rows.get(JobRow, action["job_id"])
     if job is None or not was_open:
         return
-    remaining = max(job.open_actions - 1, 0)
-    job_status = job.status
+    remaining = max(job["open_actions"] - 1, 0)
+    job_status = job["status"]
     if status == "failed":
         job_status = "failed"
-    elif remaining == 0 and job.status == "awaiting_approval":
+    elif remaining == 0 and job_status == "awaiting_approval":
         job_status = "done"
-    _update_job(
-        job.job_id,
+    extra = {"error": fields.get("error")} if status == "failed" else {}
+    _job(
+        rows,
+        job["job_id"],
         at,
         open_actions=remaining,
         status=job_status,
-        finished_at=at if job_status in {"done", "failed"} else job.finished_at,
-        **({"error": fields.get("error")} if status == "failed" else {}),
+        finished_at=at if job_status in {"done", "failed"} else job["finished_at"],
+        **extra,
     )
 
 
-def _reopen_action(action_id: str, at: datetime, status: str) -> None:
-    """A closed action is live again (the operator asked to retry it)."""
-    row = ActionRow.get_or_none(ActionRow.action_id == action_id)
-    if row is None:
-        return
-    _set_action(action_id, at, status=status, error=None, next_attempt_at=None)
-    if row.status in CLOSED_ACTIONS:
-        _update_job(
-            row.job_id,
-            at,
-            open_actions=JobRow.open_actions + 1,
-            status="awaiting_approval",
-            finished_at=None,
-            error=None,
-        )
-
-
 @handles(ev.ActionProposed)
-def _action_proposed(d: ev.ActionProposed, at: datetime) -> None:
-    ActionRow.insert(
-        action_id=d.action_id,
-        job_id=d.job_id,
-        connector=d.connector,
-        action=d.action,
-        params=json.dumps(d.params, sort_keys=True),
-        idempotency_key=d.idempotency_key,
-        summary=d.summary,
-        contact_id=d.contact_id,
-        status="proposed",
-        updated_at=at,
-    ).execute()
-    _update_job(d.job_id, at, open_actions=JobRow.open_actions + 1)
+def _action_proposed(d: ev.ActionProposed, at: datetime, rows: Rows) -> None:
+    rows.insert(
+        ActionRow,
+        {
+            "action_id": d.action_id,
+            "job_id": d.job_id,
+            "connector": d.connector,
+            "action": d.action,
+            "params": json.dumps(d.params, sort_keys=True),
+            "idempotency_key": d.idempotency_key,
+            "summary": d.summary,
+            "contact_id": d.contact_id,
+            "status": "proposed",
+            "updated_at": at,
+        },
+    )
+    job = rows.get(JobRow, d.job_id)
+    if job is not None:
+        _job(rows, d.job_id, at, open_actions=job["open_actions"] + 1)
 
 
 @handles(ev.ApprovalRequested)
-def _approval_requested(d: ev.ApprovalRequested, at: datetime) -> None:
-    ApprovalRow.insert(
-        token=d.token,
-        action_id=d.action_id,
-        job_id=d.job_id,
-        status="pending",
-        requested_at=at,
-        expires_at=d.expires_at.replace(tzinfo=None),
-    ).execute()
-    _set_action(d.action_id, at, status="awaiting_approval")
+def _approval_requested(d: ev.ApprovalRequested, at: datetime, rows: Rows) -> None:
+    rows.insert(
+        ApprovalRow,
+        {
+            "token": d.token,
+            "action_id": d.action_id,
+            "job_id": d.job_id,
+            "status": "pending",
+            "requested_at": at,
+            "expires_at": d.expires_at.replace(tzinfo=None),
+        },
+    )
+    _action(rows, d.action_id, at, status="awaiting_approval")
 
 
 @handles(ev.ApprovalDecided)
-def _approval_decided(d: ev.ApprovalDecided, at: datetime) -> None:
-    ApprovalRow.update(status=d.decision, decided_by=d.decided_by, decided_at=at).where(
-        ApprovalRow.token == d.token
-    ).execute()
+def _approval_decided(d: ev.ApprovalDecided, at: datetime, rows: Rows) -> None:
+    rows.update(ApprovalRow, d.token, status=d.decision, decided_by=d.decided_by, decided_at=at)
     if d.decision == "approved":
-        _set_action(d.action_id, at, status="approved")
+        _action(rows, d.action_id, at, status="approved")
 
 
 @handles(ev.ApprovalExpired)
-def _approval_expired(d: ev.ApprovalExpired, at: datetime) -> None:
-    ApprovalRow.update(status="expired", decided_at=at).where(
-        ApprovalRow.token == d.token
-    ).execute()
-    _close_action(d.action_id, at, "expired")
+def _approval_expired(d: ev.ApprovalExpired, at: datetime, rows: Rows) -> None:
+    rows.update(ApprovalRow, d.token, status="expired", decided_at=at)
+    _close_action(rows, d.action_id, at, "expired")
 
 
 @handles(ev.ActionStarted)
-def _action_started(d: ev.ActionStarted, at: datetime) -> None:
-    _set_action(
-        d.action_id, at, status="running", attempts=d.attempt, started_at=at, next_attempt_at=None
+def _action_started(d: ev.ActionStarted, at: datetime, rows: Rows) -> None:
+    _action(
+        rows,
+        d.action_id,
+        at,
+        status="running",
+        attempts=d.attempt,
+        started_at=at,
+        next_attempt_at=None,
     )
 
 
 @handles(ev.ActionExecuted)
-def _action_executed(d: ev.ActionExecuted, at: datetime) -> None:
-    _close_action(d.action_id, at, "executed", result=d.summary, error=None)
+def _action_executed(d: ev.ActionExecuted, at: datetime, rows: Rows) -> None:
+    _close_action(rows, d.action_id, at, "executed", result=d.summary, error=None)
 
 
 @handles(ev.ActionFailed)
-def _action_failed(d: ev.ActionFailed, at: datetime) -> None:
-    _close_action(d.action_id, at, "failed", error=f"{d.error_type}: {d.error}")
+def _action_failed(d: ev.ActionFailed, at: datetime, rows: Rows) -> None:
+    _close_action(rows, d.action_id, at, "failed", error=f"{d.error_type}: {d.error}")
 
 
 @handles(ev.ActionRejected)
-def _action_rejected(d: ev.ActionRejected, at: datetime) -> None:
-    _close_action(d.action_id, at, "rejected")
+def _action_rejected(d: ev.ActionRejected, at: datetime, rows: Rows) -> None:
+    _close_action(rows, d.action_id, at, "rejected")
 
 
 @handles(ev.ActionAttemptFailed)
-def _action_attempt_failed(d: ev.ActionAttemptFailed, at: datetime) -> None:
-    _set_action(
+def _action_attempt_failed(d: ev.ActionAttemptFailed, at: datetime, rows: Rows) -> None:
+    _action(
+        rows,
         d.action_id,
         at,
         status="retrying",
@@ -306,106 +406,123 @@ def _action_attempt_failed(d: ev.ActionAttemptFailed, at: datetime) -> None:
 
 
 @handles(ev.ActionOutcomeUnknown)
-def _action_outcome_unknown(d: ev.ActionOutcomeUnknown, at: datetime) -> None:
-    _set_action(d.action_id, at, status="unknown", error=d.reason)
+def _action_outcome_unknown(d: ev.ActionOutcomeUnknown, at: datetime, rows: Rows) -> None:
+    _action(rows, d.action_id, at, status="unknown", error=d.reason)
 
 
 @handles(ev.ActionRequeued)
-def _action_requeued(d: ev.ActionRequeued, at: datetime) -> None:
-    row = ActionRow.get_or_none(ActionRow.action_id == d.action_id)
-    if row is not None and row.status in {"approved", "retrying"}:
-        _set_action(d.action_id, at, status="approved", next_attempt_at=None)
-    elif row is not None and row.status == "running":
-        _set_action(d.action_id, at, started_at=at)  # the next orphan check waits a full lease
+def _action_requeued(d: ev.ActionRequeued, at: datetime, rows: Rows) -> None:
+    action = rows.get(ActionRow, d.action_id)
+    if action is not None and action["status"] in {"approved", "retrying"}:
+        _action(rows, d.action_id, at, status="approved", next_attempt_at=None)
+    elif action is not None and action["status"] == "running":
+        _action(rows, d.action_id, at, started_at=at)  # the next orphan check waits a full lease
 
 
 @handles(ev.ActionRetried)
-def _action_retried(d: ev.ActionRetried, at: datetime) -> None:
-    _reopen_action(d.action_id, at, "approved")
+def _action_retried(d: ev.ActionRetried, at: datetime, rows: Rows) -> None:
+    action = rows.get(ActionRow, d.action_id)
+    if action is None:
+        return
+    was_closed = action["status"] in CLOSED_ACTIONS
+    _action(rows, d.action_id, at, status="approved", error=None, next_attempt_at=None)
+    job = rows.get(JobRow, action["job_id"])
+    if was_closed and job is not None:
+        _job(
+            rows,
+            job["job_id"],
+            at,
+            open_actions=job["open_actions"] + 1,
+            status="awaiting_approval",
+            finished_at=None,
+            error=None,
+        )
 
 
 @handles(ev.ActionDiscarded)
-def _action_discarded(d: ev.ActionDiscarded, at: datetime) -> None:
-    _close_action(d.action_id, at, "discarded")
+def _action_discarded(d: ev.ActionDiscarded, at: datetime, rows: Rows) -> None:
+    _close_action(rows, d.action_id, at, "discarded")
 
 
 @handles(ev.ActionCompensated)
-def _action_compensated(d: ev.ActionCompensated, at: datetime) -> None:
-    _set_action(d.action_id, at, status="compensated", result=d.summary)
+def _action_compensated(d: ev.ActionCompensated, at: datetime, rows: Rows) -> None:
+    _action(rows, d.action_id, at, status="compensated", result=d.summary)
 
 
 @handles(ev.ActionCompensationFailed)
-def _action_compensation_failed(d: ev.ActionCompensationFailed, at: datetime) -> None:
-    _set_action(
-        d.action_id, at, error=f"compensation {d.compensation} failed: {d.error_type}: {d.error}"
+def _action_compensation_failed(d: ev.ActionCompensationFailed, at: datetime, rows: Rows) -> None:
+    _action(
+        rows,
+        d.action_id,
+        at,
+        error=f"compensation {d.compensation} failed: {d.error_type}: {d.error}",
     )
 
 
-# Questions and agents ------------------------------------------------------------------
+# Questions, agents, pairing ------------------------------------------------------------
 
 
 @handles(ev.QuestionAsked)
-def _question_asked(d: ev.QuestionAsked, at: datetime) -> None:
-    QuestionRow.insert(
-        token=d.token,
-        kind=d.kind,
-        job_id=d.job_id,
-        action_id=d.action_id,
-        text=d.text,
-        choices=json.dumps(d.choices),
-        status="pending",
-        asked_at=at,
-    ).execute()
+def _question_asked(d: ev.QuestionAsked, at: datetime, rows: Rows) -> None:
+    rows.insert(
+        QuestionRow,
+        {
+            "token": d.token,
+            "kind": d.kind,
+            "job_id": d.job_id,
+            "action_id": d.action_id,
+            "text": d.text,
+            "choices": json.dumps(d.choices),
+            "status": "pending",
+            "asked_at": at,
+        },
+    )
 
 
 @handles(ev.QuestionAnswered)
-def _question_answered(d: ev.QuestionAnswered, at: datetime) -> None:
-    QuestionRow.update(
-        status="answered", answer=d.choice, answered_by=d.answered_by, answered_at=at
-    ).where(QuestionRow.token == d.token).execute()
+def _question_answered(d: ev.QuestionAnswered, at: datetime, rows: Rows) -> None:
+    rows.update(
+        QuestionRow,
+        d.token,
+        status="answered",
+        answer=d.choice,
+        answered_by=d.answered_by,
+        answered_at=at,
+    )
 
 
-def _agent_state(agent: str, paused: bool, by: str, at: datetime) -> None:
-    (
-        AgentStateRow.insert(agent=agent, paused=paused, by=by, updated_at=at)
-        .on_conflict(
-            conflict_target=[AgentStateRow.agent],
-            update={
-                AgentStateRow.paused: paused,
-                AgentStateRow.by: by,
-                AgentStateRow.updated_at: at,
-            },
-        )
-        .execute()
+def _agent_state(rows: Rows, agent: str, paused: bool, by: str, at: datetime) -> None:
+    rows.upsert(
+        AgentStateRow, agent, {"agent": agent, "paused": paused, "by": by, "updated_at": at}
     )
 
 
 @handles(ev.AgentPaused)
-def _agent_paused(d: ev.AgentPaused, at: datetime) -> None:
-    _agent_state(d.agent, True, d.by, at)
+def _agent_paused(d: ev.AgentPaused, at: datetime, rows: Rows) -> None:
+    _agent_state(rows, d.agent, True, d.by, at)
 
 
 @handles(ev.AgentResumed)
-def _agent_resumed(d: ev.AgentResumed, at: datetime) -> None:
-    _agent_state(d.agent, False, d.by, at)
+def _agent_resumed(d: ev.AgentResumed, at: datetime, rows: Rows) -> None:
+    _agent_state(rows, d.agent, False, d.by, at)
 
 
 @handles(ev.PairingCodeIssued)
-def _pairing_code_issued(d: ev.PairingCodeIssued, at: datetime) -> None:
-    PairingCodeRow.insert(
-        code_hash=d.code_hash, channel=d.channel, expires_at=d.expires_at.replace(tzinfo=None)
-    ).execute()
+def _pairing_code_issued(d: ev.PairingCodeIssued, at: datetime, rows: Rows) -> None:
+    rows.insert(
+        PairingCodeRow,
+        {
+            "code_hash": d.code_hash,
+            "channel": d.channel,
+            "expires_at": d.expires_at.replace(tzinfo=None),
+        },
+    )
 
 
 @handles(ev.OperatorPaired)
-def _operator_paired(d: ev.OperatorPaired, at: datetime) -> None:
+def _operator_paired(d: ev.OperatorPaired, at: datetime, rows: Rows) -> None:
     operator = f"{d.channel}:{d.user_id}"
-    PairingCodeRow.update(used_by=operator).where(PairingCodeRow.code_hash == d.code_hash).execute()
-    (
-        PairedOperatorRow.insert(operator=operator, chat_id=d.chat_id, paired_at=at)
-        .on_conflict(
-            conflict_target=[PairedOperatorRow.operator],
-            update={PairedOperatorRow.chat_id: d.chat_id, PairedOperatorRow.paired_at: at},
-        )
-        .execute()
+    rows.update(PairingCodeRow, d.code_hash, used_by=operator)
+    rows.upsert(
+        PairedOperatorRow, operator, {"operator": operator, "chat_id": d.chat_id, "paired_at": at}
     )

@@ -81,11 +81,12 @@ def _replay_into_scratch(
         scratch.create_tables(PROJECTION_MODELS)
         with scratch.atomic():
             after = snapshots.restore_latest() if from_snapshot else 0
-            while chunk := log.read_all(after=after, limit=1000):
-                for event in chunk:
-                    projections.apply(event)
-                    count += 1
+            rows = projections.Rows(scratch, empty=after == 0)
+            while chunk := log.read_all(after=after, limit=2000):
+                projections.apply(scratch, chunk, rows)
+                count += len(chunk)
                 after = chunk[-1].position
+            rows.flush()
         replayed = {model._meta.table_name: _rows(model) for model in PROJECTION_MODELS}
     scratch.close()
     return replayed, count
