@@ -13,6 +13,7 @@ import pytest
 from store import Store, open_store
 from tests import netguard
 from tests.fakes.openai_server import openai_server  # noqa: F401  (fixture)
+from tests.fakes.slack_api import slack_api  # noqa: F401  (fixture)
 from tests.fakes.smtp_server import smtp_server  # noqa: F401  (fixture)
 from tests.fakes.telegram_api import telegram_api  # noqa: F401  (fixture)
 
