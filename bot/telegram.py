@@ -17,7 +17,9 @@ import asyncio
 import html
 import logging
 import threading
+import warnings
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -72,6 +74,14 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(b.label, callback_data=b.data) for b in reply.buttons]]
     )
+
+
+def _seconds(exc: RetryAfter) -> float:
+    """``retry_after`` in seconds, whether PTB gives an int or (from v23) a timedelta."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PTB announces the type change on every access
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 class TelegramChannel(Channel):
@@ -181,11 +191,7 @@ class TelegramChannel(Channel):
                 )
                 return message, chat_id
             except RetryAfter as exc:
-                wait = (
-                    exc.retry_after
-                    if isinstance(exc.retry_after, int | float)
-                    else exc.retry_after.total_seconds()
-                )
+                wait = _seconds(exc)
                 if attempt == SEND_ATTEMPTS:
                     raise
                 logger.warning(
