@@ -33,6 +33,7 @@ check: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_log
 	$(BIN)/python -m bench.bench_events
+	$(BIN)/python -m bench.bench_channels
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
