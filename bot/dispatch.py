@@ -8,6 +8,7 @@ Telegram and Slack behave the same.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from agents import pairing
@@ -28,6 +29,7 @@ from store.log import EventLog, utcnow
 logger = logging.getLogger(__name__)
 
 REFUSAL = "Sorry, I only take instructions from my operator."
+REFUSAL_WINDOW = 3600.0  # seconds
 
 
 class Dispatcher:
@@ -35,6 +37,7 @@ class Dispatcher:
         self._settings = settings
         self._service = service
         self._log = log
+        self._refused: dict[str, float] = {}  # stranger -> when we last told them no
         self._handlers: dict[str, Callable[[InboundMessage, ParsedCommand], list[Reply]]] = {
             "help": self._help,
             "lead": self._lead,
@@ -67,6 +70,16 @@ class Dispatcher:
             queries.mark_seen(key, now=utcnow())
         return replies
 
+    def _first_refusal(self, sender: str) -> bool:
+        """One polite refusal per stranger per hour; the rest are only logged (no spam back)."""
+        now = time.monotonic()
+        if now - self._refused.get(sender, -REFUSAL_WINDOW) < REFUSAL_WINDOW:
+            return False
+        if len(self._refused) > 10_000:
+            self._refused.clear()
+        self._refused[sender] = now
+        return True
+
     def is_operator(self, channel: str, user_id: str) -> bool:
         """Listed in OPCORE_OPERATORS, or paired with a one-time code."""
         return self._settings.is_operator(channel, user_id) or pairing.is_paired(
@@ -79,8 +92,8 @@ class Dispatcher:
         if pair is not None and pair.name == "pair":
             return [self._pair(msg, pair)]
         if not self.is_operator(msg.channel, msg.sender_id):
-            logger.warning("refused a message from %s (not an operator)", msg.sender)
-            return [Reply(REFUSAL)]
+            logger.warning("refused a message from %s (not an operator): %r", msg.sender, text[:80])
+            return [Reply(REFUSAL)] if self._first_refusal(msg.sender) else []
         if not text:
             return []
         if len(text) > MAX_TEXT:

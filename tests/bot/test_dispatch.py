@@ -35,9 +35,11 @@ def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
 LEAD = "/lead Jane Doe <jane@acme.example> wants a website audit, budget 3k"
 
 
-def test_a_stranger_is_refused_politely_and_nothing_is_queued(dispatcher: Dispatcher) -> None:
+def test_a_stranger_is_refused_politely_once_and_nothing_is_queued(dispatcher: Dispatcher) -> None:
     replies = dispatcher.handle_message(msg(LEAD, sender="mallory"))
     assert [r.text for r in replies] == [REFUSAL]
+    assert dispatcher.handle_message(msg("/status", sender="mallory")) == []  # no spam back
+    assert [r.text for r in dispatcher.handle_message(msg("/help", sender="eve"))] == [REFUSAL]
     assert queries.list_jobs() == []
 
 

@@ -306,3 +306,24 @@ def test_socket_mode_runs_the_same_scenario(data_dir: Path, slack_api: FakeSlack
         acked = {a.get("envelope_id") for a in slack_api.acks}
         assert {first, second} <= acked
         assert len(list(runtime.settings.outbox_dir.glob("*.eml"))) == 1
+
+
+def test_an_app_mention_works_like_a_direct_message(slack: Slack) -> None:
+    mention = dm_event("<@UBOT> /status")
+    mention["event"] = {**mention["event"], "type": "app_mention", "channel": "C1"}
+    mention["event"].pop("channel_type")
+    slack.post_event(mention)
+    wait_for(lambda: any("Queue" in t for t in slack.texts()))
+    [posted] = [p for p in slack.api.posted() if "Queue" in str(p.get("text"))]
+    assert posted["channel"] == "C1"
+
+
+def test_a_429_from_slack_is_waited_out(slack: Slack) -> None:
+    slack.api.fail_next(
+        "chat.postMessage", 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"}
+    )
+    slack.post_event(dm_event("/help"))
+    wait_for(lambda: any("Commands:" in t for t in slack.texts()))
+    assert (
+        slack.api.errors["chat.postMessage"] == []
+    )  # the 429 was served, and the reply still arrived

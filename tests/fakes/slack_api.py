@@ -50,6 +50,7 @@ class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.acks: list[dict[str, Any]] = []
+        self.errors: dict[str, list[tuple[int, dict[str, Any], dict[str, str]]]] = {}
         self._ts = itertools.count(1)
         self._outbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self._connected = threading.Event()
@@ -80,6 +81,15 @@ class FakeSlack:
         host, port = self._ws.socket.getsockname()[:2]
         return f"ws://{host}:{port}/link"
 
+    def fail_next(
+        self,
+        method: str,
+        status: int,
+        payload: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.errors.setdefault(method, []).append((status, payload, headers or {}))
+
     def posted(self, method: str = "chat.postMessage") -> list[dict[str, Any]]:
         return [c.params for c in self.calls if c.method == method]
 
@@ -96,6 +106,16 @@ class FakeSlack:
         if isinstance(params.get("blocks"), str):
             params["blocks"] = json.loads(params["blocks"])
         self.calls.append(Call(method, params))
+        if self.errors.get(method):
+            status, payload, headers = self.errors[method].pop(0)
+            body = json.dumps(payload).encode()
+            request.send_response(status)
+            for key, value in {"Content-Type": "application/json", **headers}.items():
+                request.send_header(key, value)
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+            return
         result: dict[str, Any] = {"ok": True}
         if method == "auth.test":
             result |= {
