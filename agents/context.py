@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from agents.base import Agent, Capability
+from agents.budget import Budgets, allowance
 from agents.errors import CapabilityError
 from agents.providers.base import ModelProvider, ModelRequest, ModelResponse
 from connectors.base import Connector
@@ -47,8 +48,11 @@ class AgentContext:
         approval_ttl: timedelta,
         operator_name: str,
         on_checkpoint: Callable[[str], None] = lambda point: None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.job_id = job_id
+        self.contact_id: str | None = None  # spend is attributed to the contact once known
+        self._budgets = budgets
         self.on_checkpoint = on_checkpoint
         self.operator_name = operator_name
         self._agent = agent
@@ -98,9 +102,26 @@ class AgentContext:
     # Model -----------------------------------------------------------------------------
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        """Call the model and record the call (model, tokens, latency) in the job's stream."""
+        """Price the call, refuse it if it would cross a budget (:class:`BudgetExceeded`), make
+        it, and record it (model, tokens, cost, latency) in the job's stream."""
+        estimate = 0.0
+        if self._budgets is not None:
+            estimate = self._budgets.estimate(self._model.model, request)
+            history = self._log.read_stream(ev.job_stream(self.job_id))
+            self._budgets.check(
+                agent=self._agent.name,
+                job_id=self.job_id,
+                estimate=estimate,
+                allowance=allowance(history),
+                at=utcnow(),
+            )
         started = time.perf_counter()
         response = self._model.complete(request)
+        cost = (
+            self._budgets.price(response.model, response.usage)
+            if self._budgets is not None
+            else 0.0
+        )
         self._log.append(
             ev.job_stream(self.job_id),
             [
@@ -113,10 +134,20 @@ class AgentContext:
                     completion_tokens=response.usage.completion_tokens,
                     latency_ms=round((time.perf_counter() - started) * 1000, 1),
                     offline=response.offline,
+                    agent=self._agent.name,
+                    estimated_usd=round(estimate, 6),
+                    cost_usd=round(cost, 6),
+                    contact_id=self.contact_id,
                 )
             ],
             metadata=self._meta(),
         )
+        if self._budgets is not None:
+            warnings = self._budgets.warnings(
+                agent=self._agent.name, job_id=self.job_id, at=utcnow()
+            )
+            if warnings:
+                self._log.append(ev.job_stream(self.job_id), warnings, metadata=self._meta())
         return response
 
     # Contacts --------------------------------------------------------------------------
@@ -125,6 +156,13 @@ class AgentContext:
         self, *, name: str, email: str, company: str
     ) -> tuple[ContactView, bool]:
         """The contact with this email, created if new. Returns (contact, created)."""
+        contact, created = self._find_or_create_contact(name=name, email=email, company=company)
+        self.contact_id = contact.contact_id
+        return contact, created
+
+    def _find_or_create_contact(
+        self, *, name: str, email: str, company: str
+    ) -> tuple[ContactView, bool]:
         existing = queries.contact_by_email(email)
         if existing is None:
             contact_id = uuid.uuid4().hex

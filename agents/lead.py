@@ -189,6 +189,7 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
 
     def run(self, ctx: AgentContext, payload: LeadInput) -> LeadOutput:
         contact = ctx.step("contact", lambda: self._contact(ctx, payload))
+        ctx.contact_id = contact["contact_id"]
         draft = ctx.step("draft", lambda: self._draft(ctx, payload, contact))
         proposal = ctx.propose(
             "email",

@@ -18,14 +18,23 @@ from store.errors import ConcurrencyError, NotFoundError
 from store.log import EventLog
 from store.queries import QuestionView
 
-Kind = Literal["action_unknown", "action_failed", "job_failed"]
+Kind = Literal["action_unknown", "action_failed", "job_failed", "budget"]
 
 CHOICES: dict[Kind, list[str]] = {
     "action_unknown": ["done", "retry", "discard"],
     "action_failed": ["retry", "discard"],
     "job_failed": ["retry", "discard"],
+    "budget": ["raise", "skip", "pause"],
 }
-LABELS = {"done": "It happened", "retry": "Retry", "discard": "Discard"}
+LABELS = {
+    "done": "It happened",
+    "retry": "Retry",
+    "discard": "Discard",
+    "raise": "Raise budget once",
+    "skip": "Skip this job",
+    "pause": "Pause agent",
+}
+BUDGET_MARGIN = 1.5  # a one-off raise covers the refused call half again
 
 
 def ask(kind: Kind, *, job_id: str, text: str, action_id: str | None = None) -> ev.QuestionAsked:
@@ -78,7 +87,31 @@ def answer(log: EventLog, token: str, choice: str, *, by: str, channel: str) -> 
         )
     ]
     requeue_job = requeue_action = None
-    if question.kind == "job_failed" and choice == "retry":
+    if question.kind == "budget":
+        history = log.read_stream(stream)
+        blocked = [e.data for e in history if isinstance(e.data, ev.BudgetBlocked)]
+        if choice == "raise" and blocked:
+            last = blocked[-1]
+            needed = max(last.spent_usd + last.estimate_usd - last.limit_usd, 0.0) * BUDGET_MARGIN
+            events += [
+                ev.BudgetOverride(job_id=question.job_id, usd=round(needed + 0.0001, 6), by=by),
+                ev.JobRetried(job_id=question.job_id, by=by),
+            ]
+            requeue_job = question.job_id
+        elif choice == "skip":
+            events.append(ev.JobCancelled(job_id=question.job_id, by=by))
+        elif choice == "pause" and blocked:
+            agent = blocked[-1].agent
+            if not queries.agent_paused(agent):
+                log.append(
+                    ev.agent_stream(agent),
+                    [ev.AgentPaused(agent=agent, by=by)],
+                    metadata=ev.Metadata(actor=by),
+                )
+            events.append(
+                ev.JobRetried(job_id=question.job_id, by=by)
+            )  # waits in the log until /resume
+    elif question.kind == "job_failed" and choice == "retry":
         events.append(ev.JobRetried(job_id=question.job_id, by=by))
         requeue_job = question.job_id
     elif question.action_id is not None:

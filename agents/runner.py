@@ -26,12 +26,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents import questions
+from agents.budget import Budgets
 from agents.context import AgentContext
 from agents.errors import AgentError, AgentInputError, ProviderError
 from agents.providers.base import ModelProvider
 from agents.registry import AgentRegistry
 from agents.retry import RetryPolicy
-from agents.signals import RetryLater
+from agents.signals import BudgetExceeded, RetryLater
 from connectors.errors import ConnectorError, TransientConnectorError
 from store import events as ev
 from store import queries
@@ -40,7 +41,7 @@ from store.log import EventLog, utcnow
 
 logger = logging.getLogger(__name__)
 
-FINISHED = {"done", "failed", "awaiting_approval", "cancelled"}
+FINISHED = {"done", "failed", "awaiting_approval", "cancelled", "blocked"}
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 # A job started less than this long ago belongs to the worker that started it; after that the
 # worker is presumed dead and a redelivered message runs the job again (its steps are idempotent).
@@ -72,7 +73,9 @@ class JobRunner:
         lease: timedelta = JOB_LEASE,
         retry: RetryPolicy | None = None,
         on_checkpoint: Callable[[str], None] = lambda point: None,
+        budgets: Budgets | None = None,
     ) -> None:
+        self._budgets = budgets
         self._lease = lease
         self._log = log
         self._registry = registry
@@ -81,6 +84,10 @@ class JobRunner:
         self._operator_name = operator_name
         self._retry = retry or RetryPolicy()
         self._on_checkpoint = on_checkpoint
+
+    @property
+    def budgets(self) -> Budgets | None:
+        return self._budgets
 
     def run(self, job_id: str) -> RunOutcome:
         stream = ev.job_stream(job_id)
@@ -144,9 +151,21 @@ class JobRunner:
                 approval_ttl=self._approval_ttl,
                 operator_name=self._operator_name,
                 on_checkpoint=self._on_checkpoint,
+                budgets=self._budgets,
             )
             output: Any = agent.run(ctx, payload)
             summary = agent.summarize(payload, output)
+        except BudgetExceeded as signal:
+            self._log.append(
+                stream,
+                [
+                    signal.blocked,
+                    questions.ask("budget", job_id=job_id, text=f"Not spent: {signal}."),
+                ],
+                metadata=meta,
+            )
+            logger.warning("job %s stopped before a model call: %s", job_id, signal)
+            return RunOutcome(job_id, "blocked", str(signal))
         except (AgentError, ConnectorError) as exc:
             return self._failed(
                 job_id, exc, failures_before=_failures_since_retry(history), meta=meta

@@ -13,7 +13,7 @@ from bot.messages import Button
 
 APPROVAL = "ap"
 QUESTION = "q"
-_CHOICE_CODES = {"done": "d", "retry": "r", "discard": "x"}
+_CHOICE_CODES = {"done": "d", "retry": "r", "discard": "x", "raise": "b", "skip": "s", "pause": "p"}
 _CODE_CHOICES = {code: choice for choice, code in _CHOICE_CODES.items()}
 
 

@@ -32,6 +32,7 @@ COMMANDS: dict[str, CommandSpec] = {
             needs_args=True,
         ),
         CommandSpec("status", "/status", "queue depth, jobs running, last error"),
+        CommandSpec("budget", "/budget", "model spend today and this month against the budgets"),
         CommandSpec(
             "pause",
             "/pause <agent>",

@@ -44,6 +44,7 @@ class Dispatcher:
             "approvals": self._approvals,
             "trace": self._trace,
             "status": self._status,
+            "budget": self._budget,
             "pause": self._pause,
             "resume": self._resume,
             "cancel": self._cancel,
@@ -183,6 +184,9 @@ class Dispatcher:
 
     def _status(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         return [Reply(render.status(self._service.status()))]
+
+    def _budget(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        return [Reply(render.budget(self._service.budget_lines()))]
 
     def _pause(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         agent = cmd.args.split()[0].lower()

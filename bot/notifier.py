@@ -26,7 +26,8 @@ WATCHED = (
     ev.JobCompleted.type_name,
     ev.ActionExecuted.type_name,
     ev.ActionCompensated.type_name,
-    ev.QuestionAsked.type_name,  # failures for good and unknown outcomes, with buttons
+    ev.QuestionAsked.type_name,  # failures for good, unknown outcomes, budgets: with buttons
+    ev.BudgetWarning.type_name,
 )
 
 
@@ -65,6 +66,13 @@ def notification_for(event: ev.RecordedEvent) -> Outbound | None:
                 if data.details.get("manual"):
                     return None  # the operator said so; the answer to the button confirmed it
                 return Outbound(job.channel, job.chat_id, Reply(render.action_done(job, action)))
+            case ev.BudgetWarning():
+                job = queries.get_job(data.job_id)
+                text = (
+                    f"Budget warning: {data.scope} has spent ${data.spent_usd:.4f} of ${data.limit_usd:.2f} "
+                    f"for {data.period} (80 %). /budget for details."
+                )
+                return Outbound(job.channel, job.chat_id, Reply(text))
             case ev.ActionCompensated():
                 action = queries.get_action(data.action_id)
                 job = queries.get_job(action.job_id)

@@ -51,6 +51,8 @@ def question(job: JobView, q: QuestionView, action: ActionView | None) -> Reply:
     )
     if q.kind == "job_failed":
         head = f"Job {job.short_id} ({job.agent}) failed: {q.text}"
+    elif q.kind == "budget":
+        head = f"Job {job.short_id} ({job.agent}) is waiting for you. {q.text}"
     else:
         head = q.text
     return Reply(
@@ -108,8 +110,17 @@ def _describe(event: ev.RecordedEvent) -> str:
             label = " (offline template)" if d.offline else ""
             return (
                 f"{d.provider}/{d.model}{label}: {d.task}, {d.prompt_tokens}+{d.completion_tokens} tokens, "
-                f"{d.latency_ms:.0f} ms"
+                f"${d.cost_usd:.4f} (estimated ${d.estimated_usd:.4f}), {d.latency_ms:.0f} ms"
             )
+        case ev.BudgetBlocked():
+            return (
+                f"not called: {d.scope} {d.period} ${d.spent_usd:.4f} of ${d.limit_usd:.2f} spent, "
+                f"+${d.estimate_usd:.4f} would cross it"
+            )
+        case ev.BudgetWarning():
+            return f"{d.scope} {d.period}: ${d.spent_usd:.4f} of ${d.limit_usd:.2f} (80 %)"
+        case ev.BudgetOverride():
+            return f"${d.usd:.4f} more allowed once by {d.by}"
         case ev.ActionProposed():
             return d.summary
         case ev.ApprovalRequested():
@@ -174,6 +185,16 @@ def trace(job: JobView, events: Sequence[ev.RecordedEvent]) -> str:
             f"+{offset:7.3f}s (+{step * 1000:5.0f} ms) {event.type.ljust(width)}  {_describe(event)}"
         )
     return "\n".join(lines)
+
+
+def budget(lines: Sequence[tuple[str, str, float, float]]) -> str:
+    """Spend against budgets: (scope, period, spent, limit) rows, with a small bar each."""
+    out = ["Spend against budgets:"]
+    for scope, period, spent, limit in lines:
+        share = spent / limit if limit else 0.0
+        bar = "█" * min(int(share * 10), 10) + "░" * (10 - min(int(share * 10), 10))
+        out.append(f"{scope:<14} {period:<16} {bar} ${spent:.4f} of ${limit:.2f} ({share:.0%})")
+    return "\n".join(out)
 
 
 def job_line(job: JobView) -> str:

@@ -72,6 +72,29 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr = Field(default=SecretStr(""), description="API key for the model.")
     llm_model: str = Field(default="gpt-4o-mini", description="Model name for drafts.")
     llm_timeout: float = Field(default=60.0, gt=0, description="Seconds per model call.")
+    model_prices: dict[str, tuple[float, float]] = Field(
+        default={
+            "gpt-4o-mini": (0.15, 0.60),
+            "gpt-4o": (2.50, 10.00),
+            "gpt-4.1-mini": (0.40, 1.60),
+            "offline-template": (0.0, 0.0),
+        },
+        description="USD per million input and output tokens, by model (JSON).",
+    )
+    default_model_price: tuple[float, float] = Field(
+        default=(5.0, 15.0),
+        description="USD per million input/output tokens for a model missing from model_prices (deliberately high).",
+    )
+    budget_daily_usd: float = Field(
+        default=5.0, ge=0, description="Workspace model spend limit per UTC day."
+    )
+    budget_monthly_usd: float = Field(
+        default=50.0, ge=0, description="Workspace model spend limit per month."
+    )
+    agent_budgets: dict[str, dict[str, float]] = Field(
+        default={},
+        description='Per-agent limits, JSON like {"lead": {"daily": 1, "monthly": 10}}.',
+    )
     smtp_url: str = Field(
         default="",
         description="smtp://user:pass@host:port (STARTTLS if offered) or smtps://…; "
@@ -189,6 +212,19 @@ class Settings(BaseSettings):
             if not sep or not channel or not user:
                 raise ValueError(
                     f"operator {entry!r} must look like channel:user (e.g. telegram:12345)"
+                )
+        return value
+
+    @field_validator("agent_budgets")
+    @classmethod
+    def _check_agent_budgets(
+        cls, value: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        for agent, limits in value.items():
+            unknown = set(limits) - {"daily", "monthly"}
+            if unknown or any(v < 0 for v in limits.values()):
+                raise ValueError(
+                    f"agent {agent!r}: give non-negative 'daily' and/or 'monthly' limits in USD"
                 )
         return value
 

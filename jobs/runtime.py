@@ -9,6 +9,7 @@ from datetime import timedelta
 import dramatiq
 from dramatiq import Broker
 
+from agents.budget import Budgets
 from agents.lead import LeadAgent
 from agents.providers.base import ModelProvider
 from agents.providers.offline import OfflineProvider
@@ -101,6 +102,13 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
         lease=lease,
         retry=retry,
         on_checkpoint=faults,
+        budgets=Budgets(
+            prices=settings.model_prices,
+            default_price=settings.default_model_price,
+            daily_usd=settings.budget_daily_usd,
+            monthly_usd=settings.budget_monthly_usd,
+            agents=settings.agent_budgets,
+        ),
     )
     effects = Effects(
         log=store.log, connectors=connectors, lease=lease, retry=retry, on_checkpoint=faults

@@ -23,6 +23,7 @@ from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime
 from store import events as ev
 from store import queries
+from store.log import utcnow
 from store.queries import JobView
 
 logger = logging.getLogger(__name__)
@@ -205,6 +206,27 @@ class JobService:
             ):
                 busy.append(job_id)
         return busy
+
+    def budget_lines(self) -> list[tuple[str, str, float, float]]:
+        """(scope, period, spent, limit) for every budget that applies now."""
+        budgets = self._rt.runner.budgets
+        if budgets is None:
+            return []
+        lines = []
+        now = utcnow()
+        for agent in ["", *self._rt.registry.names()]:
+            for limit in budgets.limits(agent, now):
+                if agent and limit.scope == "workspace":
+                    continue
+                lines.append(
+                    (
+                        limit.scope,
+                        limit.period,
+                        queries.spent(limit.scope, limit.period)[0],
+                        limit.usd,
+                    )
+                )
+        return lines
 
     def status(self) -> StatusReport:
         return StatusReport(

@@ -187,6 +187,43 @@ class ModelCalled(EventData):
     completion_tokens: int
     latency_ms: float
     offline: bool
+    agent: str = ""
+    estimated_usd: float = 0.0  # priced before the call
+    cost_usd: float = 0.0  # priced after, with the real usage
+    contact_id: str | None = None
+
+
+@event_type("BudgetBlocked")
+class BudgetBlocked(EventData):
+    """A model call was not made: it would have crossed a budget. The job waits for the operator."""
+
+    job_id: str
+    agent: str
+    scope: str  # "workspace" or "agent:<name>"
+    period: str  # "day:2026-11-25" or "month:2026-11"
+    limit_usd: float
+    spent_usd: float
+    estimate_usd: float
+
+
+@event_type("BudgetWarning")
+class BudgetWarning(EventData):
+    """Spend crossed 80 % of a budget (once per budget and period)."""
+
+    job_id: str
+    scope: str
+    period: str
+    limit_usd: float
+    spent_usd: float
+
+
+@event_type("BudgetOverride")
+class BudgetOverride(EventData):
+    """The operator let one job spend past a budget, once, by this much."""
+
+    job_id: str
+    usd: float
+    by: str
 
 
 # Contacts ------------------------------------------------------------------------------
@@ -341,7 +378,7 @@ class QuestionAsked(EventData):
     """The system needs the operator to choose (an unknown outcome, a dead-lettered job)."""
 
     token: str
-    kind: Literal["action_unknown", "action_failed", "job_failed"]
+    kind: Literal["action_unknown", "action_failed", "job_failed", "budget"]
     job_id: str
     action_id: str | None = None
     text: str

@@ -55,6 +55,7 @@ class JobRow(BaseModel):
     summary = peewee.TextField(default="")
     error = peewee.TextField(null=True)
     next_attempt_at = peewee.DateTimeField(null=True)
+    cost_usd = peewee.FloatField(default=0.0)
 
     class Meta:
         table_name = "jobs"
@@ -181,6 +182,20 @@ class PairedOperatorRow(BaseModel):
         table_name = "paired_operators"
 
 
+class SpendRow(BaseModel):
+    """Model spend of one budget scope ("workspace", "agent:lead") in one period."""
+
+    key = peewee.CharField(max_length=200, primary_key=True)  # "<scope>|<period>"
+    scope = peewee.CharField(max_length=120)
+    period = peewee.CharField(max_length=40)
+    usd = peewee.FloatField(default=0.0)
+    calls = peewee.IntegerField(default=0)
+    warned = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "spend"
+
+
 class CursorRow(BaseModel):
     """Where a log follower (e.g. a channel's notifier) has read up to. Process state, not truth."""
 
@@ -200,6 +215,7 @@ PROJECTION_MODELS: tuple[type[BaseModel], ...] = (
     AgentStateRow,
     PairingCodeRow,
     PairedOperatorRow,
+    SpendRow,
 )
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     EventRecord,

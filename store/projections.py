@@ -33,6 +33,7 @@ from store.models import (
     PairedOperatorRow,
     PairingCodeRow,
     QuestionRow,
+    SpendRow,
 )
 
 CLOSED_ACTIONS = frozenset(
@@ -241,6 +242,15 @@ def _job_cancelled(d: ev.JobCancelled, at: datetime, rows: Rows) -> None:
     _job(rows, d.job_id, at, status="cancelled", finished_at=at, next_attempt_at=None)
 
 
+def periods(at: datetime) -> tuple[str, str]:
+    """The budget periods a moment falls in: its UTC day and month."""
+    return f"day:{at:%Y-%m-%d}", f"month:{at:%Y-%m}"
+
+
+def spend_key(scope: str, period: str) -> str:
+    return f"{scope}|{period}"
+
+
 @handles(ev.ModelCalled)
 def _model_called(d: ev.ModelCalled, at: datetime, rows: Rows) -> None:
     job = rows.get(JobRow, d.job_id)
@@ -251,7 +261,36 @@ def _model_called(d: ev.ModelCalled, at: datetime, rows: Rows) -> None:
             at,
             model_calls=job["model_calls"] + 1,
             tokens=job["tokens"] + d.prompt_tokens + d.completion_tokens,
+            cost_usd=job["cost_usd"] + d.cost_usd,
         )
+    scopes = ["workspace"] + ([f"agent:{d.agent}"] if d.agent else [])
+    for scope in scopes:
+        for period in periods(at):
+            key = spend_key(scope, period)
+            row = rows.get(SpendRow, key)
+            if row is None:
+                rows.insert(
+                    SpendRow,
+                    {"key": key, "scope": scope, "period": period, "usd": d.cost_usd, "calls": 1},
+                )
+            else:
+                rows.update(SpendRow, key, usd=row["usd"] + d.cost_usd, calls=row["calls"] + 1)
+
+
+@handles(ev.BudgetWarning)
+def _budget_warning(d: ev.BudgetWarning, at: datetime, rows: Rows) -> None:
+    rows.update(SpendRow, spend_key(d.scope, d.period), warned=True)
+
+
+@handles(ev.BudgetBlocked)
+def _budget_blocked(d: ev.BudgetBlocked, at: datetime, rows: Rows) -> None:
+    _job(
+        rows,
+        d.job_id,
+        at,
+        status="blocked",
+        error=f"budget {d.scope} {d.period}: ${d.spent_usd:.2f} of ${d.limit_usd:.2f} spent",
+    )
 
 
 # Contacts ------------------------------------------------------------------------------

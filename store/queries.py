@@ -20,6 +20,7 @@ from store.models import (
     InboundRow,
     JobRow,
     QuestionRow,
+    SpendRow,
 )
 
 
@@ -49,6 +50,7 @@ class JobView:
     tokens: int
     summary: str
     error: str | None
+    cost_usd: float = 0.0
 
     @property
     def short_id(self) -> str:
@@ -121,6 +123,7 @@ def _job(row: JobRow) -> JobView:
         tokens=row.tokens,
         summary=row.summary,
         error=row.error,
+        cost_usd=float(row.cost_usd or 0.0),
     )
 
 
@@ -409,3 +412,12 @@ def seen(key: str) -> bool:
 def mark_seen(key: str, *, now: datetime) -> None:
     """Record a handled platform message id (a second record of the same id is a no-op)."""
     InboundRow.insert(key=key[:255], seen_at=_naive(now)).on_conflict_ignore().execute()
+
+
+# Spend ---------------------------------------------------------------------------------
+
+
+def spent(scope: str, period: str) -> tuple[float, bool]:
+    """USD spent by ``scope`` in ``period``, and whether its 80 % warning was given."""
+    row = SpendRow.get_or_none(SpendRow.key == f"{scope}|{period}")
+    return (0.0, False) if row is None else (float(row.usd), bool(row.warned))

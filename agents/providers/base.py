@@ -56,6 +56,11 @@ class ModelProvider(ABC):
 
     name: str = "provider"
 
+    @property
+    def model(self) -> str:
+        """The model this provider calls (to price a call before it is made)."""
+        return "unknown"
+
     @abstractmethod
     def complete(self, request: ModelRequest) -> ModelResponse:
         """Answer one request or raise a :class:`agents.errors.ProviderError`."""

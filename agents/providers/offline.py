@@ -25,6 +25,10 @@ def register_offline_task(task: str, render: Renderer) -> None:
 class OfflineProvider(ModelProvider):
     name = "offline"
 
+    @property
+    def model(self) -> str:
+        return "offline-template"
+
     def complete(self, request: ModelRequest) -> ModelResponse:
         started = time.perf_counter()
         render = _TASKS.get(request.task)

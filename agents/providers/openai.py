@@ -49,6 +49,10 @@ class OpenAIChatProvider(ModelProvider):
             transport=transport,
         )
 
+    @property
+    def model(self) -> str:
+        return self._model
+
     def complete(self, request: ModelRequest) -> ModelResponse:
         body: dict[str, Any] = {
             "model": self._model,
