@@ -26,6 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from bot.buttons import parse_button
 from bot.channel import Channel
 from bot.dispatch import Dispatcher
 from bot.errors import ChannelError
@@ -234,7 +235,8 @@ class SlackChannel(Channel):
             return
         message = body.get("message") or {}
         ts = message.get("ts")
-        if not isinstance(ts, str) or reply.text.startswith("That button is not one of mine"):
+        decision = parse_button(value) is not None and self._dispatcher.is_operator(CHANNEL, user)
+        if not isinstance(ts, str) or not decision:
             self._post(channel, reply)
             return
         original = str(message.get("text") or "")
