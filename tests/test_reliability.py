@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.e2e_helpers import LEAD, event_types, job_id_in, opcore, opcore_env, start_opcore
+from tests.e2e_helpers import (
+    LEAD,
+    event_types,
+    job_id_in,
+    json_lines,
+    opcore,
+    opcore_env,
+    start_opcore,
+)
 
 pytestmark = pytest.mark.e2e
 KILLED = 137
@@ -177,6 +185,12 @@ def test_a_flushed_redis_loses_no_job(
         time.sleep(2.1)  # the queue lease
         reconciled = opcore(["reconcile"], env, cwd=tmp_path)
         assert "re-sent 2 job(s)" in reconciled.stdout, reconciled.stdout + reconciled.stderr
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the drafts are ready before we press their buttons
+            jobs = json_lines(opcore(["jobs", "--json"], env, cwd=tmp_path).stdout)
+            if [j["status"] for j in jobs] == ["awaiting_approval"] * 2:
+                break
+            time.sleep(0.3)
         approve = opcore(
             ["console"],
             {**env, "OPCORE_CONSOLE_DRAIN_SECONDS": "30"},
