@@ -189,3 +189,92 @@ def test_a_crash_with_an_unknowable_outcome_is_put_to_the_operator_not_repeated(
     assert question.kind == "action_unknown" and question.choices == ["done", "retry", "discard"]
     assert execute_action(store.log, {"counting": connector}, action_id, now=later) == "unknown"
     assert len(queries.pending_questions()) == 1
+
+
+class Calendar(Connector):
+    """A connector with a reversible action: a hold can be released."""
+
+    name = "calendar"
+    actions: ClassVar[Mapping[str, ActionSpec]] = {
+        "hold": ActionSpec("hold", "write", "hold a slot", Params, compensation="release"),
+        "release": ActionSpec("release", "write", "release a slot", Params),
+        "invite": ActionSpec("invite", "write", "send an invite", Params),
+    }
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, str]] = []
+        self.fail_invite = False
+
+    def execute(
+        self, action: str, params: Mapping[str, Any], *, idempotency_key: str
+    ) -> ActionResult:
+        if action == "invite" and self.fail_invite:
+            raise PermanentConnectorError("the invitee's calendar refused")
+        self.done.append((action, idempotency_key))
+        return ActionResult(f"{action} ok", {"slot": "tue-10"})
+
+
+def plan(store: Store) -> None:
+    """Job j1 with two approved actions: hold (reversible), then invite."""
+    request_job(store)
+    for n, (action_id, action) in enumerate((("a1", "hold"), ("a2", "invite")), start=1):
+        store.log.append(
+            ev.action_stream(action_id),
+            [
+                ev.ActionProposed(
+                    action_id=action_id,
+                    job_id="j1",
+                    connector="calendar",
+                    action=action,
+                    params={"n": n},
+                    idempotency_key=f"j1:proposal:{n}",
+                    summary=action,
+                ),
+                ev.ApprovalRequested(
+                    action_id=action_id,
+                    job_id="j1",
+                    token=f"t{n}",
+                    expires_at=datetime.now(UTC) + timedelta(hours=1),
+                ),
+                ev.ApprovalDecided(
+                    action_id=action_id,
+                    token=f"t{n}",
+                    decision="approved",
+                    decided_by="o",
+                    channel="console",
+                ),
+            ],
+            metadata=META,
+        )
+
+
+def test_when_a_later_step_fails_for_good_the_earlier_ones_are_compensated_once(
+    store: Store,
+) -> None:
+    calendar = Calendar()
+    calendar.fail_invite = True
+    plan(store)
+    run = Effects(log=store.log, connectors={"calendar": calendar})
+    assert run.execute("a1") == "executed"
+    assert run.execute("a2") == "failed"
+    assert calendar.done == [("hold", "j1:proposal:1"), ("release", "j1:proposal:1:undo")]
+    assert queries.get_action("a1").status == "compensated"
+    assert run.compensate("a1", reason="again") == "compensated"  # already undone: nothing runs
+    assert len(calendar.done) == 2
+    [undone] = [
+        e.data
+        for e in store.log.read_stream("action-a1")
+        if isinstance(e.data, ev.ActionCompensated)
+    ]
+    assert undone.compensation == "release" and "invite failed" in undone.reason
+
+
+def test_undo_compensates_a_reversible_action_and_refuses_an_irreversible_one(store: Store) -> None:
+    calendar = Calendar()
+    plan(store)
+    run = Effects(log=store.log, connectors={"calendar": calendar})
+    run.execute("a1")
+    run.execute("a2")
+    assert run.compensate("a1", reason="/undo", by="console:local") == "compensated"
+    assert run.compensate("a2", reason="/undo", by="console:local") == "irreversible"
+    assert calendar.done[-1] == ("release", "j1:proposal:1:undo")
