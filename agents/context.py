@@ -12,19 +12,23 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from agents.base import Agent, Capability
 from agents.budget import Budgets, allowance
-from agents.errors import CapabilityError
-from agents.providers.base import ModelProvider, ModelRequest, ModelResponse
+from agents.errors import CapabilityError, ProviderResponseError
+from agents.providers.base import ChatMessage, ModelProvider, ModelRequest, ModelResponse
 from connectors.base import Connector
 from store import events as ev
 from store import queries
 from store.log import EventLog, utcnow
 from store.queries import ContactView
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ class AgentContext:
         it, and record it (model, tokens, cost, latency) in the job's stream."""
         estimate = 0.0
         if self._budgets is not None:
-            estimate = self._budgets.estimate(self._model.model, request)
+            estimate = self._budgets.estimate(self._model.model_for(request), request)
             history = self._log.read_stream(ev.job_stream(self.job_id))
             self._budgets.check(
                 agent=self._agent.name,
@@ -149,6 +153,38 @@ class AgentContext:
             if warnings:
                 self._log.append(ev.job_stream(self.job_id), warnings, metadata=self._meta())
         return response
+
+    def structured(self, request: ModelRequest, schema: type[M]) -> tuple[M, ModelResponse]:
+        """Call the model for a JSON answer validated by ``schema``; an invalid answer gets one
+        repair attempt (the model sees its answer and the validation error), then fails."""
+        response = self.complete(request)
+        try:
+            return schema.model_validate_json(response.text), response
+        except ValidationError as exc:
+            problem = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+        repair = replace(
+            request,
+            task=f"{request.task}.repair",
+            messages=(
+                *request.messages,
+                ChatMessage("assistant", response.text[:4000]),
+                ChatMessage(
+                    "user",
+                    f"That answer does not match the required JSON schema ({problem}). "
+                    "Answer again with only a JSON object that matches it.",
+                ),
+            ),
+        )
+        response = self.complete(repair)
+        try:
+            return schema.model_validate_json(response.text), response
+        except ValidationError as exc:
+            raise ProviderResponseError(
+                f"the model's answer is still not valid JSON for {schema.__name__} after one repair attempt "
+                f"({_problems(exc)})"
+            ) from exc
 
     # Contacts --------------------------------------------------------------------------
 
@@ -250,3 +286,9 @@ class AgentContext:
             approval = queries.approval_for_action(first.action_id)
             return Proposal(action_id=first.action_id, token=approval.token, summary=first.summary)
         return Proposal(action_id=action_id, token=token, summary=summary)
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()[:5]
+    )

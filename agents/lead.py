@@ -13,11 +13,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import Agent, Capability
 from agents.context import AgentContext
-from agents.errors import AgentInputError, ProviderResponseError
+from agents.errors import AgentInputError
 from agents.providers.base import ChatMessage, ModelRequest
 from agents.providers.offline import register_offline_task
 
@@ -231,7 +231,7 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
             "operator": ctx.operator_name,
             "subject": subject_for(payload),
         }
-        response = ctx.complete(
+        draft, response = ctx.structured(
             ModelRequest(
                 task=DRAFT_TASK,
                 messages=(
@@ -241,12 +241,10 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
                 facts=facts,
                 json_schema=LeadDraft.model_json_schema(),
                 schema_name="lead_reply",
-            )
+                task_class="draft",
+            ),
+            LeadDraft,
         )
-        try:
-            draft = LeadDraft.model_validate_json(response.text)
-        except ValidationError as exc:
-            raise ProviderResponseError(f"the model's draft is not a valid reply: {exc}") from exc
         return {"subject": draft.subject, "body": draft.body, "offline": response.offline}
 
     def summarize(self, payload: LeadInput, output: LeadOutput) -> str:

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr = Field(default=SecretStr(""), description="API key for the model.")
     llm_model: str = Field(default="gpt-4o-mini", description="Model name for drafts.")
     llm_timeout: float = Field(default=60.0, gt=0, description="Seconds per model call.")
+    model_routes: dict[str, list[str]] = Field(
+        default={},
+        description='Task class -> models to try in order (JSON), e.g. {"draft": ["gpt-4o", "gpt-4o-mini"]}.',
+    )
     model_prices: dict[str, tuple[float, float]] = Field(
         default={
             "gpt-4o-mini": (0.15, 0.60),

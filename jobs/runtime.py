@@ -14,6 +14,7 @@ from agents.lead import LeadAgent
 from agents.providers.base import ModelProvider
 from agents.providers.offline import OfflineProvider
 from agents.providers.openai import OpenAIChatProvider
+from agents.providers.router import ModelRouter
 from agents.registry import AgentRegistry
 from agents.retry import RetryPolicy
 from agents.runner import JobRunner
@@ -31,12 +32,13 @@ logger = logging.getLogger(__name__)
 
 def make_model(settings: Settings) -> ModelProvider:
     if settings.llm_base_url:
-        return OpenAIChatProvider(
+        provider: ModelProvider = OpenAIChatProvider(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key.get_secret_value(),
             model=settings.llm_model,
             timeout=settings.llm_timeout,
         )
+        return ModelRouter(provider, settings.model_routes)
     return OfflineProvider()
 
 

@@ -83,13 +83,32 @@ def test_a_model_failure_tells_the_operator_and_sends_nothing(
     assert len(openai_server.requests) == 2
 
 
-def test_a_draft_that_is_not_the_promised_json_fails_the_job_clearly(
+def test_an_invalid_draft_gets_one_repair_attempt(
     tmp_path: Path, openai_server: FakeOpenAI
 ) -> None:
     openai_server.reply("Sure! Here is a draft: Hi Jane…")
+    openai_server.reply(json.dumps(DRAFT))
     env = opcore_env(tmp_path / "data", llm_base_url=openai_server.base_url)
     result = opcore(["console"], env, stdin=f"{LEAD}\n", cwd=tmp_path)
-    assert "not a valid reply" in result.stdout
+    assert "Subject: Your website audit" in result.stdout
+    _first, repair = openai_server.requests
+    assert repair.body["messages"][-2] == {
+        "role": "assistant",
+        "content": "Sure! Here is a draft: Hi Jane…",
+    }
+    assert "does not match the required JSON schema" in repair.body["messages"][-1]["content"]
+    assert event_types(job_id_in(result.stdout), env, tmp_path).count("ModelCalled") == 2
+
+
+def test_a_draft_still_invalid_after_the_repair_fails_the_job_clearly(
+    tmp_path: Path, openai_server: FakeOpenAI
+) -> None:
+    openai_server.reply("Sure! Here is a draft: Hi Jane…")
+    openai_server.reply('{"subject": ""}')
+    env = opcore_env(tmp_path / "data", llm_base_url=openai_server.base_url)
+    result = opcore(["console"], env, stdin=f"{LEAD}\n", cwd=tmp_path)
+    assert "still not valid JSON for LeadDraft after one repair attempt" in result.stdout
+    assert "[1] Retry   [2] Discard" in result.stdout
 
 
 def test_an_smtp_rejection_is_reported_with_the_trace(

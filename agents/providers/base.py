@@ -29,6 +29,8 @@ class ModelRequest:
     schema_name: str = "answer"
     temperature: float = 0.2
     max_tokens: int | None = None
+    task_class: str = "draft"  # parse, classify, draft or plan: picks the model (see ModelRouter)
+    model: str | None = None  # set by the router; None = the provider's own model
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class ModelProvider(ABC):
     def model(self) -> str:
         """The model this provider calls (to price a call before it is made)."""
         return "unknown"
+
+    def model_for(self, request: ModelRequest) -> str:
+        """The model ``request`` would go to."""
+        return request.model or self.model
 
     @abstractmethod
     def complete(self, request: ModelRequest) -> ModelResponse:

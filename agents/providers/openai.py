@@ -1,15 +1,25 @@
 """OpenAI-compatible chat completions over httpx: hosted APIs, Ollama, vLLM, llama.cpp server.
 
-One ``POST {base_url}/chat/completions`` per request. Failures are translated into the
-provider errors of :mod:`agents.errors`, transient (timeouts, 429, 5xx, connection errors)
-or permanent (other 4xx, answers that break the protocol). The API key is sent as a Bearer
-token and never appears in an error message.
+One ``POST {base_url}/chat/completions`` per request. Failures are translated at this boundary
+into the provider errors of :mod:`agents.errors` (always ``raise X(...) from exc``):
+
+- a timeout (connect, read, write or pool)          -> ``ProviderTimeoutError``     (transient)
+- a refused connection or another transport failure -> ``ProviderUnavailableError`` (transient)
+- HTTP 429 or 5xx (``retry_after`` from Retry-After) -> ``ProviderUnavailableError`` (transient)
+- HTTP 3xx or another 4xx                           -> ``ProviderRequestError``     (permanent)
+- a body that is not JSON or has no text content    -> ``ProviderResponseError``    (permanent)
+
+The API key is sent as a Bearer token (only when one is configured) and is redacted from every
+error message.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -22,10 +32,12 @@ from agents.errors import (
 )
 from agents.providers.base import ModelProvider, ModelRequest, ModelResponse, Usage
 
-SNIPPET = 300
+SNIPPET = 300  # characters of a response body quoted in an error message
 
 
 class OpenAIChatProvider(ModelProvider):
+    """Calls an OpenAI-compatible ``/chat/completions`` endpoint through one ``httpx.Client``."""
+
     name = "openai"
 
     def __init__(
@@ -43,6 +55,7 @@ class OpenAIChatProvider(ModelProvider):
         self._api_key = api_key
         self._model = model
         self._client = httpx.Client(
+            # the trailing slash makes the relative "chat/completions" land under /v1/
             base_url=base_url.rstrip("/") + "/",
             timeout=timeout,
             headers=headers,
@@ -54,8 +67,34 @@ class OpenAIChatProvider(ModelProvider):
         return self._model
 
     def complete(self, request: ModelRequest) -> ModelResponse:
+        started = time.perf_counter()
+        try:
+            response = self._client.post("chat/completions", json=self._body(request))
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeoutError(
+                self._clean(
+                    f"the model at {self._where()} did not answer within the timeout "
+                    f"({type(exc).__name__})"
+                )
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise ProviderResponseError(
+                self._clean(f"the model's answer from {self._where()} cannot be decoded: {exc}")
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailableError(
+                self._clean(f"cannot reach the model at {self._where()}: {exc}")
+            ) from exc
+        latency = time.perf_counter() - started
+        self._check_status(response)
+        return self._parse(response, latency)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self._model,
+            "model": request.model or self._model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "temperature": request.temperature,
         }
@@ -70,61 +109,67 @@ class OpenAIChatProvider(ModelProvider):
                     "strict": False,
                 },
             }
-        started = time.perf_counter()
-        try:
-            response = self._client.post("chat/completions", json=body)
-        except httpx.TimeoutException as exc:
-            raise ProviderTimeoutError(
-                f"the model did not answer within the timeout ({self._where()})"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise ProviderUnavailableError(
-                f"cannot reach the model at {self._where()}: {self._clean(str(exc))}"
-            ) from exc
-        latency = time.perf_counter() - started
-        self._check_status(response)
-        return self._parse(response, latency)
+        return body
 
     def _check_status(self, response: httpx.Response) -> None:
         status = response.status_code
-        if status < 400:
+        if status < 300:
             return
-        snippet = self._clean(response.text[:SNIPPET])
+        where = f"HTTP {status} from the model at {self._where()}"
+        snippet = _snippet(response.text)
         if status == 429 or status >= 500:
-            error = ProviderUnavailableError(
-                f"HTTP {status} from the model at {self._where()}: {snippet}"
-            )
-            error.retry_after = _retry_after(response)
+            retry_after = _retry_after(response)
+            wait = "" if retry_after is None else f" (retry after {retry_after:g}s)"
+            error = ProviderUnavailableError(self._clean(f"{where}{wait}: {snippet}"))
+            error.retry_after = retry_after
             raise error
-        raise ProviderRequestError(f"HTTP {status} from the model at {self._where()}: {snippet}")
+        if status < 400:
+            location = response.headers.get("location", "?")
+            raise ProviderRequestError(
+                self._clean(f"{where}: redirected to {location}; check the base URL")
+            )
+        raise ProviderRequestError(self._clean(f"{where}: {snippet}"))
 
     def _parse(self, response: httpx.Response, latency: float) -> ModelResponse:
         try:
             payload = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ProviderResponseError(
-                f"the model's answer is not JSON: {self._clean(response.text[:SNIPPET])!r}"
+                self._clean(f"the model's answer is not JSON: {_snippet(response.text)!r}")
             ) from exc
+        if not isinstance(payload, dict):
+            raise ProviderResponseError(
+                self._clean(f"the model's answer is not a JSON object: {_snippet(response.text)}")
+            )
         try:
-            content = payload["choices"][0]["message"]["content"]
+            message = payload["choices"][0]["message"]
+            content = message["content"]
         except (KeyError, IndexError, TypeError) as exc:
             raise ProviderResponseError(
-                f"the model's answer has no choices[0].message.content: {self._clean(str(payload)[:SNIPPET])}"
+                self._clean(
+                    "the model's answer has no choices[0].message.content: "
+                    f"{_snippet(response.text)}"
+                )
             ) from exc
         if not isinstance(content, str):
+            refusal = message.get("refusal") if isinstance(message, dict) else None
+            detail = f"; refusal: {_snippet(str(refusal))}" if refusal else ""
             raise ProviderResponseError(
-                f"the model's message content is {type(content).__name__}, not text"
+                self._clean(
+                    f"the model's message content is {_json_type(content)}, not text{detail}"
+                )
             )
-        usage = payload.get("usage") if isinstance(payload, dict) else None
-        usage = usage if isinstance(usage, dict) else {}
-        model = payload.get("model") if isinstance(payload.get("model"), str) else self._model
+        usage = payload.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
+        model = payload.get("model")
         return ModelResponse(
             text=content,
-            model=model,
+            model=model if isinstance(model, str) and model else self._model,
             provider=self.name,
             usage=Usage(
-                prompt_tokens=_int(usage.get("prompt_tokens")),
-                completion_tokens=_int(usage.get("completion_tokens")),
+                prompt_tokens=_count(usage.get("prompt_tokens")),
+                completion_tokens=_count(usage.get("completion_tokens")),
             ),
             latency_s=latency,
         )
@@ -135,19 +180,37 @@ class OpenAIChatProvider(ModelProvider):
     def _clean(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def close(self) -> None:
-        self._client.close()
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET else flat[:SNIPPET] + "…"
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
+def _json_type(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return max(value, 0)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
