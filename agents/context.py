@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.base import Agent, Capability
 from agents.budget import Budgets, allowance
+from agents.cache import ModelCache, digest
 from agents.errors import CapabilityError, ProviderResponseError
 from agents.providers.base import ChatMessage, ModelProvider, ModelRequest, ModelResponse
 from connectors.base import Connector
@@ -53,8 +54,11 @@ class AgentContext:
         operator_name: str,
         on_checkpoint: Callable[[str], None] = lambda point: None,
         budgets: Budgets | None = None,
+        cache: ModelCache | None = None,
     ) -> None:
         self.job_id = job_id
+        self._cache = cache
+        self._last_key: str | None = None
         self.contact_id: str | None = None  # spend is attributed to the contact once known
         self._budgets = budgets
         self.on_checkpoint = on_checkpoint
@@ -106,11 +110,22 @@ class AgentContext:
     # Model -----------------------------------------------------------------------------
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        """Price the call, refuse it if it would cross a budget (:class:`BudgetExceeded`), make
-        it, and record it (model, tokens, cost, latency) in the job's stream."""
+        """Answer from the cache if the same prompt went to the same model within the TTL;
+        otherwise price the call, refuse it if it would cross a budget (:class:`BudgetExceeded`),
+        make it and cache it. Every answer is recorded (model, tokens, cost, latency, cache hit)
+        in the job's stream."""
+        model_name = self._model.model_for(request)
+        key = digest(model_name, request)
+        if self._cache is not None and (hit := self._cache.get(key)) is not None:
+            saved = self._budgets.price(hit.model, hit.usage) if self._budgets is not None else 0.0
+            self._record(
+                request, hit, started=time.perf_counter(), estimate=saved, cost=0.0, cached=True
+            )
+            self._last_key = key
+            return hit
         estimate = 0.0
         if self._budgets is not None:
-            estimate = self._budgets.estimate(self._model.model_for(request), request)
+            estimate = self._budgets.estimate(model_name, request)
             history = self._log.read_stream(ev.job_stream(self.job_id))
             self._budgets.check(
                 agent=self._agent.name,
@@ -126,6 +141,28 @@ class AgentContext:
             if self._budgets is not None
             else 0.0
         )
+        self._record(request, response, started=started, estimate=estimate, cost=cost, cached=False)
+        if self._cache is not None:
+            self._cache.put(key, response)
+        self._last_key = key
+        if self._budgets is not None:
+            warnings = self._budgets.warnings(
+                agent=self._agent.name, job_id=self.job_id, at=utcnow()
+            )
+            if warnings:
+                self._log.append(ev.job_stream(self.job_id), warnings, metadata=self._meta())
+        return response
+
+    def _record(
+        self,
+        request: ModelRequest,
+        response: ModelResponse,
+        *,
+        started: float,
+        estimate: float,
+        cost: float,
+        cached: bool,
+    ) -> None:
         self._log.append(
             ev.job_stream(self.job_id),
             [
@@ -142,17 +179,11 @@ class AgentContext:
                     estimated_usd=round(estimate, 6),
                     cost_usd=round(cost, 6),
                     contact_id=self.contact_id,
+                    cached=cached,
                 )
             ],
             metadata=self._meta(),
         )
-        if self._budgets is not None:
-            warnings = self._budgets.warnings(
-                agent=self._agent.name, job_id=self.job_id, at=utcnow()
-            )
-            if warnings:
-                self._log.append(ev.job_stream(self.job_id), warnings, metadata=self._meta())
-        return response
 
     def structured(self, request: ModelRequest, schema: type[M]) -> tuple[M, ModelResponse]:
         """Call the model for a JSON answer validated by ``schema``; an invalid answer gets one

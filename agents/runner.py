@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from agents import questions
 from agents.budget import Budgets
+from agents.cache import ModelCache
 from agents.context import AgentContext
 from agents.errors import AgentError, AgentInputError, ProviderError
 from agents.providers.base import ModelProvider
@@ -74,8 +75,10 @@ class JobRunner:
         retry: RetryPolicy | None = None,
         on_checkpoint: Callable[[str], None] = lambda point: None,
         budgets: Budgets | None = None,
+        cache: ModelCache | None = None,
     ) -> None:
         self._budgets = budgets
+        self._cache = cache
         self._lease = lease
         self._log = log
         self._registry = registry
@@ -152,6 +155,7 @@ class JobRunner:
                 operator_name=self._operator_name,
                 on_checkpoint=self._on_checkpoint,
                 budgets=self._budgets,
+                cache=self._cache,
             )
             output: Any = agent.run(ctx, payload)
             summary = agent.summarize(payload, output)

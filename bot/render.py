@@ -107,7 +107,13 @@ def _describe(event: ev.RecordedEvent) -> str:
         case ev.ContactRecalled():
             return f"known contact {short_id(d.contact_id)}"
         case ev.ModelCalled():
-            label = " (offline template)" if d.offline else ""
+            label = (
+                " (offline template)"
+                if d.offline
+                else " (cache hit: nothing spent)"
+                if d.cached
+                else ""
+            )
             return (
                 f"{d.provider}/{d.model}{label}: {d.task}, {d.prompt_tokens}+{d.completion_tokens} tokens, "
                 f"${d.cost_usd:.4f} (estimated ${d.estimated_usd:.4f}), {d.latency_ms:.0f} ms"

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr = Field(default=SecretStr(""), description="API key for the model.")
     llm_model: str = Field(default="gpt-4o-mini", description="Model name for drafts.")
     llm_timeout: float = Field(default=60.0, gt=0, description="Seconds per model call.")
+    model_cache_ttl_seconds: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="Reuse a model's answer to the same prompt for this long; 0 = off.",
+    )
     model_routes: dict[str, list[str]] = Field(
         default={},
         description='Task class -> models to try in order (JSON), e.g. {"draft": ["gpt-4o", "gpt-4o-mini"]}.',

@@ -10,6 +10,7 @@ import dramatiq
 from dramatiq import Broker
 
 from agents.budget import Budgets
+from agents.cache import ModelCache
 from agents.lead import LeadAgent
 from agents.providers.base import ModelProvider
 from agents.providers.offline import OfflineProvider
@@ -111,6 +112,7 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
             monthly_usd=settings.budget_monthly_usd,
             agents=settings.agent_budgets,
         ),
+        cache=ModelCache(ttl=timedelta(seconds=settings.model_cache_ttl_seconds)),
     )
     effects = Effects(
         log=store.log, connectors=connectors, lease=lease, retry=retry, on_checkpoint=faults

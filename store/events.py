@@ -191,6 +191,7 @@ class ModelCalled(EventData):
     estimated_usd: float = 0.0  # priced before the call
     cost_usd: float = 0.0  # priced after, with the real usage
     contact_id: str | None = None
+    cached: bool = False  # answered from the cache: nothing was spent
 
 
 @event_type("BudgetBlocked")

@@ -196,6 +196,21 @@ class SpendRow(BaseModel):
         table_name = "spend"
 
 
+class ModelCacheRow(BaseModel):
+    """A model's answer to one exact prompt, reused within its TTL (process state, not events)."""
+
+    key = peewee.CharField(max_length=64, primary_key=True)
+    model = peewee.CharField(max_length=200)
+    provider = peewee.CharField(max_length=64)
+    text = peewee.TextField()
+    prompt_tokens = peewee.IntegerField()
+    completion_tokens = peewee.IntegerField()
+    created_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "model_cache"
+
+
 class CursorRow(BaseModel):
     """Where a log follower (e.g. a channel's notifier) has read up to. Process state, not truth."""
 
@@ -223,4 +238,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     CursorRow,
     InboundRow,
     SnapshotRow,
+    ModelCacheRow,
 )

@@ -122,3 +122,22 @@ def test_an_smtp_rejection_is_reported_with_the_trace(
     assert "PermanentConnectorError" in result.stdout
     job = job_id_in(result.stdout)
     assert event_types(job, env, tmp_path)[-2:] == ["ActionFailed", "QuestionAsked"]
+
+
+def test_the_same_prompt_twice_is_answered_from_the_cache_and_costs_nothing(
+    tmp_path: Path, openai_server: FakeOpenAI
+) -> None:
+    openai_server.reply(json.dumps(DRAFT))
+    env = opcore_env(
+        tmp_path / "data", llm_base_url=openai_server.base_url, llm_model="gpt-4o-mini"
+    )
+    first = opcore(["console"], env, stdin=f"{LEAD}\n", cwd=tmp_path)
+    second = opcore(["console"], env, stdin=f"{LEAD}\n", cwd=tmp_path)
+    assert (
+        "Subject: Your website audit" in first.stdout
+        and "Subject: Your website audit" in second.stdout
+    )
+    assert len(openai_server.requests) == 1
+    jobs = [job_id_in(first.stdout), job_id_in(second.stdout)]
+    traces = [opcore(["trace", j], env, cwd=tmp_path).stdout for j in jobs]
+    assert sum("cache hit: nothing spent" in t for t in traces) == 1
