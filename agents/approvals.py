@@ -55,7 +55,8 @@ def decide(
         return DecisionResult(Outcome.ALREADY_DECIDED, approval, action)
 
     meta = ev.Metadata(actor=decided_by, correlation_id=approval.job_id)
-    if approval.expired(now or utcnow()):
+    cancelled = queries.get_job(approval.job_id).status == "cancelled"
+    if cancelled or approval.expired(now or utcnow()):
         try:
             log.append(
                 stream,

@@ -13,13 +13,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.base import Agent, Capability
 from agents.context import AgentContext
 from agents.errors import AgentInputError
 from agents.providers.base import ChatMessage, ModelRequest
 from agents.providers.offline import register_offline_task
+from connectors.email import is_sendable_address
 
 DRAFT_TASK = "lead.draft_reply"
 USAGE = "/lead <name> <email> <what they want>, e.g. /lead Jane Doe <jane@acme.example> wants a website audit, budget 3k"
@@ -98,14 +99,22 @@ def parse_lead(text: str) -> LeadInput:
     if budget_match:
         need = (rest[: budget_match.start()] + rest[budget_match.end() :]).strip(" ,;.")
     need = _LEADING_VERB.sub("", need).strip(" ,;.")
-    return LeadInput(
-        name=name[:200],
-        email=email,
-        company=company_from_email(email),
-        need=need,
-        budget=budget,
-        text=text,
-    )
+    if not is_sendable_address(email):
+        raise AgentInputError(
+            f"{email} does not look like an address I can send to. usage: {USAGE}"
+        )
+    try:
+        return LeadInput(
+            name=name[:200],
+            email=email,
+            company=company_from_email(email),
+            need=need,
+            budget=budget,
+            text=text,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise AgentInputError(f"I could not read that lead ({problems}). usage: {USAGE}") from exc
 
 
 def company_from_email(email: str) -> str:

@@ -37,7 +37,7 @@ from agents.signals import BudgetExceeded, RetryLater
 from connectors.errors import ConnectorError, TransientConnectorError
 from store import events as ev
 from store import queries
-from store.errors import ConcurrencyError, NotFoundError
+from store.errors import ConcurrencyError, NotFoundError, StoreError
 from store.log import EventLog, utcnow
 
 logger = logging.getLogger(__name__)
@@ -174,6 +174,11 @@ class JobRunner:
             return self._failed(
                 job_id, exc, failures_before=_failures_since_retry(history), meta=meta
             )
+        except StoreError as exc:  # the database itself: transient, Dramatiq retries the message
+            raise RetryLater(self._retry.delay_ms(1), str(exc)) from exc
+        except Exception as exc:  # a bug: fail the job on record rather than leave it "running"
+            logger.exception("job %s: unexpected error in agent %s", job_id, requested.agent)
+            return self._failed(job_id, exc, failures_before=self._retry.max_retries, meta=meta)
         self._log.append(
             stream,
             [

@@ -8,6 +8,7 @@ for the jobs it started, prints what they produced, and returns.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ CHANNEL = "console"
 USER = "local"
 CHAT = "local"
 PROMPT = "you> "
+_CHOICE = re.compile(r"[0-9]{1,6}")  # ASCII digits only: "²".isdigit() is true but int() fails
 BOT = "bot> "
 INDENT = " " * len(BOT)
 
@@ -98,14 +100,22 @@ class ConsoleChannel(Channel):
             line = self._stdin.readline()
             if not line:
                 break
-            self.handle_line(line.rstrip("\n"))
+            try:
+                self.handle_line(line.rstrip("\n"))
+            except Exception:  # the outermost edge: one bad line must not end the session
+                logger.exception("could not handle a console line")
+                self.show(
+                    Reply(
+                        "Something went wrong with that line; it is in the log. The rest goes on."
+                    )
+                )
         self.drain()
 
     def handle_line(self, line: str) -> None:
         text = line.strip()
         if not text:
             return
-        if text.isdigit():
+        if _CHOICE.fullmatch(text):
             self._press(int(text))
             return
         msg = InboundMessage(CHANNEL, USER, CHAT, text, platform_id=None)

@@ -8,6 +8,7 @@ Telegram and Slack behave the same.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 REFUSAL = "Sorry, I only take instructions from my operator."
 REFUSAL_WINDOW = 3600.0  # seconds
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class Dispatcher:
@@ -88,7 +90,7 @@ class Dispatcher:
         )
 
     def _handle_message(self, msg: InboundMessage) -> list[Reply]:
-        text = msg.text.strip()
+        text = _CONTROL.sub("", msg.text).strip()  # NUL and friends: PostgreSQL refuses them
         pair = parse_command(text[:200])
         if pair is not None and pair.name == "pair":
             return [self._pair(msg, pair)]
@@ -306,7 +308,10 @@ class Dispatcher:
                 "retry": f"Trying again. [job {job.short_id}]",
                 "discard": f"Discarded. (/trace {job.short_id})",
                 "done": f"Recorded as done; it will not be repeated. (/trace {job.short_id})",
-            }[choice.choice]
+                "raise": f"Budget raised for this job, once. Trying again. [job {job.short_id}]",
+                "skip": f"Skipped: job {job.short_id} is cancelled; nothing was spent.",
+                "pause": f"Paused {job.agent}: job {job.short_id} waits in the log until /resume {job.agent}.",
+            }.get(choice.choice, f"Recorded: {choice.choice}. (/trace {job.short_id})")
         )
 
 

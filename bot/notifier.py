@@ -183,8 +183,8 @@ class Notifier:
             try:
                 self.poll_once()
                 self.caught_up.set()
-            except StoreError as exc:
-                logger.error("notifier for %s: %s; retrying", self._channel, exc)
+            except Exception:  # a thread that dies stops all notifications: log, and poll again
+                logger.exception("notifier for %s failed; retrying", self._channel)
             self._stop.wait(self._interval)
 
     def stop(self) -> None:

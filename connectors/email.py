@@ -38,6 +38,7 @@ from connectors.base import ActionResult, ActionSpec, Connector
 from connectors.errors import (
     ConnectorError,
     InvalidParamsError,
+    OutcomeUnknownError,
     PermanentConnectorError,
     TransientConnectorError,
 )
@@ -60,6 +61,15 @@ def _check_address(value: str) -> str:
     if len(value) > 254 or not (m := _ADDRESS.fullmatch(value)) or len(m["local"]) > 64:
         raise ValueError("expected one plain address like name@example.com")
     return value
+
+
+def is_sendable_address(value: str) -> bool:
+    """Whether ``value`` is one plain address this connector will send to."""
+    try:
+        _check_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_header_text(value: str) -> str:
@@ -266,7 +276,26 @@ class SmtpDelivery(Delivery):
                         "clear text (use smtps:// or a server with STARTTLS)"
                     )
                 smtp.login(self.user, self._password)
-            refused = smtp.send_message(msg)
+            sent_body = False
+            data = smtp.data
+
+            def tracked_data(content: Any) -> tuple[int, bytes]:
+                nonlocal sent_body
+                sent_body = True  # from here on, a lost connection leaves the outcome unknown
+                return data(content)
+
+            smtp.data = tracked_data  # type: ignore[method-assign,assignment]
+            try:
+                refused = smtp.send_message(msg)
+            except smtplib.SMTPResponseException:
+                raise  # the server answered (accepted or refused): the outcome is known
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                if sent_body:
+                    raise OutcomeUnknownError(
+                        f"{self.server}: the connection was lost after the message was sent, before the "
+                        f"server confirmed it ({exc!r}); it may have been delivered"
+                    ) from exc
+                raise
             try:
                 smtp.quit()
             except (smtplib.SMTPException, OSError) as exc:

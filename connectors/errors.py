@@ -4,7 +4,9 @@ ConnectorError                 root: a connector could not do what was asked
 ├── UnknownActionError         the connector has no such action (a programming or config error)
 ├── InvalidParamsError         the action's parameters do not validate
 ├── TransientConnectorError    the remote side failed in a way a retry may fix (timeouts, 5xx, 4xx-throttling)
-└── PermanentConnectorError    a retry would fail the same way (rejected recipient, bad credentials)
+├── PermanentConnectorError    a retry would fail the same way (rejected recipient, bad credentials)
+└── OutcomeUnknownError        the call may or may not have taken effect (a connection lost after
+                               the message went out): never retried blindly, the operator decides
 """
 
 
@@ -26,3 +28,7 @@ class TransientConnectorError(ConnectorError):
 
 class PermanentConnectorError(ConnectorError):
     """A failure that a retry would repeat."""
+
+
+class OutcomeUnknownError(ConnectorError):
+    """The remote side may have acted: repeating the call could do it twice."""

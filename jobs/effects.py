@@ -25,7 +25,7 @@ from agents.retry import RetryPolicy
 from agents.runner import WORKER_ID
 from agents.signals import RetryLater
 from connectors.base import ActionResult, Connector
-from connectors.errors import ConnectorError, TransientConnectorError
+from connectors.errors import ConnectorError, OutcomeUnknownError, TransientConnectorError
 from store import events as ev
 from store import queries
 from store.errors import ConcurrencyError, NotFoundError
@@ -61,6 +61,17 @@ class Effects:
             return "missing"
         if action.status in DONE:
             return action.status
+        if (
+            action.status in {"approved", "retrying"}
+            and queries.get_job(action.job_id).status == "cancelled"
+        ):
+            self.log.append(
+                stream,
+                [ev.ActionDiscarded(action_id=action_id, by="cancel")],
+                metadata=ev.Metadata(actor="worker", correlation_id=action.job_id),
+                expected_version=version,
+            )
+            return "discarded"
         if action.status not in {"approved", "running", "retrying"}:
             logger.error(
                 "action %s is %s, not approved: refusing to execute it", action_id, action.status
@@ -103,6 +114,10 @@ class Effects:
             result = connector.execute(
                 action.action, action.params, idempotency_key=action.idempotency_key
             )
+        except OutcomeUnknownError as exc:
+            return self._resolve_unknown(
+                action, None, meta, self.log.stream_version(stream), reason=str(exc)
+            )
         except ConnectorError as exc:
             return self._failed(action, exc, meta)
         self.on_checkpoint("after_effect")
@@ -119,7 +134,13 @@ class Effects:
         return "executed"
 
     def _resolve_unknown(
-        self, action: ActionView, found: ActionResult | None, meta: ev.Metadata, version: int
+        self,
+        action: ActionView,
+        found: ActionResult | None,
+        meta: ev.Metadata,
+        version: int,
+        *,
+        reason: str = "",
     ) -> str:
         """An earlier attempt started and never reported back: record what the connector saw,
         or ask the operator; never repeat it blindly."""
@@ -132,7 +153,7 @@ class Effects:
                 )
             ]
         else:
-            reason = (
+            reason = reason or (
                 "an earlier attempt stopped mid-call and the connector cannot tell whether it took effect; "
                 "it was not repeated"
             )

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 
 from store import events as ev
 from store import queries, snapshots
-from store.errors import StoreError
 from store.log import EventLog, utcnow
 
 logger = logging.getLogger(__name__)
@@ -105,8 +104,8 @@ class Scheduler:
                 if snapshots.due(head=log.head(), every=self._snapshot_every):
                     position = snapshots.take(log.db)
                     logger.info("snapshot of the read models at position %d", position)
-            except StoreError as exc:
-                logger.error("reconciler: %s; trying again in %.0f s", exc, self._interval)
+            except Exception:  # a dead scheduler loses the safety net: log, and try again
+                logger.exception("reconciler failed; trying again in %.0f s", self._interval)
 
     def stop(self) -> None:
         self._stop.set()

@@ -23,6 +23,7 @@ from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime
 from store import events as ev
 from store import queries
+from store.errors import StoreError
 from store.log import utcnow
 from store.queries import JobView
 
@@ -166,6 +167,23 @@ class JobService:
                     channel="cancel",
                     now=_far_future(),
                 )
+        for action in queries.actions_for_job(job.job_id):
+            if action.status in {
+                "approved",
+                "retrying",
+            }:  # approved but not started: never start it
+                try:
+                    log.append(
+                        ev.action_stream(action.action_id),
+                        [ev.ActionDiscarded(action_id=action.action_id, by=by)],
+                        metadata=ev.Metadata(actor=by, correlation_id=job.job_id),
+                    )
+                except StoreError:
+                    logger.warning(
+                        "could not discard action %s of cancelled job %s",
+                        action.action_id,
+                        job.job_id,
+                    )
         return True
 
     def undo(self, action_id: str, *, by: str) -> str:

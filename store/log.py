@@ -95,7 +95,10 @@ class EventLog:
             raise ConcurrencyError(
                 stream_id, expected_version if expected_version is not None else actual - 1, actual
             ) from exc
-        except peewee.OperationalError as exc:
+        except (
+            peewee.DatabaseError,
+            ValueError,
+        ) as exc:  # ValueError: e.g. psycopg2 refusing a NUL
             raise DatabaseError(f"append to {stream_id!r} failed: {exc}") from exc
 
     def _insert(
@@ -197,6 +200,8 @@ class EventLog:
         after it, or from the first event. Returns the number of events applied."""
         count = 0
         with self._db.atomic():
+            if is_postgres(self._db):  # appends wait: none can land between clearing and rebuilding
+                self._db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (PG_APPEND_LOCK,))
             projections.clear(self._db)
             after = snapshots.restore_latest() if from_snapshot else 0
             # Rows changed by the tail stay in memory until the end: one write per row.

@@ -190,6 +190,9 @@ def _job_started(d: ev.JobStarted, at: datetime, rows: Rows) -> None:
 @handles(ev.JobCompleted)
 def _job_completed(d: ev.JobCompleted, at: datetime, rows: Rows) -> None:
     job = rows.get(JobRow, d.job_id)
+    if job is not None and job["status"] == "cancelled":
+        _job(rows, d.job_id, at, summary=d.summary)  # a cancelled job stays cancelled
+        return
     waiting = job is not None and job["open_actions"] > 0
     _job(
         rows,

@@ -179,7 +179,7 @@ def test_a_job_resumed_after_a_crash_does_not_repeat_its_completed_steps(
     job = request(store)
     crashing = make_runner(store, tmp_path, CountingOffline())
 
-    class Crash(Exception):
+    class Crash(BaseException):  # like a kill: not an error the runner may catch
         pass
 
     def crash_after_draft(point: str) -> None:

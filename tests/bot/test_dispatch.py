@@ -227,3 +227,60 @@ def test_undo_says_when_an_action_cannot_be_undone(dispatcher: Dispatcher) -> No
     wait_for(lambda: queries.get_action(approval.action_id).status == "executed")
     [reply] = dispatcher.handle_message(msg(f"/undo {approval.job_id[:6]}"))
     assert "Cannot be undone" in reply.text and "email.send_email has no undo" in reply.text
+
+
+def test_budget_buttons_answer_without_crashing(dispatcher: Dispatcher, runtime: Runtime) -> None:
+    job_id = request_job(
+        runtime.store, "0e" * 16, payload=parse_lead("Jane <jane@acme.example> audit").model_dump()
+    )
+    question = questions.ask("budget", job_id=job_id, text="Not spent: …")
+    runtime.store.log.append(
+        f"job-{job_id}",
+        [
+            ev.BudgetBlocked(
+                job_id=job_id,
+                agent="lead",
+                scope="workspace",
+                period="day:2026-11-25",
+                limit_usd=1.0,
+                spent_usd=0.99,
+                estimate_usd=0.05,
+            ),
+            question,
+        ],
+        metadata=ev.Metadata(actor="test", correlation_id=job_id),
+    )
+    assert dispatcher.handle_button(press(f"q:{question.token}:s")).text.startswith("Skipped")
+    assert queries.get_job(job_id).status == "cancelled"
+    assert dispatcher.handle_button(press(f"q:{question.token}:b")).text.startswith(
+        "Already answered"
+    )
+
+
+def test_cancel_after_approval_stops_an_action_that_has_not_started(
+    runtime: Runtime, service: JobService
+) -> None:
+    request_job(runtime.store, "j1")
+    propose_action(runtime.store)
+    approve(runtime.store)  # approved, but its message is not in the queue yet
+    assert service.cancel(queries.get_job("j1"), by="console:local")
+    assert queries.get_action("a1").status == "discarded"
+    assert runtime.effects.execute("a1") == "discarded"
+    assert not list(runtime.settings.outbox_dir.glob("*.eml"))
+
+
+def test_control_characters_are_stripped_before_anything_is_stored(dispatcher: Dispatcher) -> None:
+    [reply] = dispatcher.handle_message(
+        msg("/lead Jane\x00 Doe <jane@acme.example> wants\x07 an audit")
+    )
+    assert reply.text.startswith("On it")
+    [job] = queries.list_jobs()
+    assert "\x00" not in job.text and "\x07" not in job.text
+
+
+def test_a_lead_with_an_address_the_connector_would_refuse_is_refused_up_front(
+    dispatcher: Dispatcher,
+) -> None:
+    [reply] = dispatcher.handle_message(msg("/lead Eve <eve..x@acme.example> wants things"))
+    assert "does not look like an address" in reply.text
+    assert queries.list_jobs() == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -22,6 +24,7 @@ from connectors.email import (
 )
 from connectors.errors import (
     InvalidParamsError,
+    OutcomeUnknownError,
     PermanentConnectorError,
     TransientConnectorError,
     UnknownActionError,
@@ -323,3 +326,45 @@ def test_nothing_listening_on_the_port_is_transient() -> None:
     with pytest.raises(TransientConnectorError, match="cannot reach") as info:
         connector.execute("send_email", PARAMS, idempotency_key="act-1")
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
+
+
+def _hang_up_after_data(sock: socket.socket, received: list[bytes]) -> None:
+    """A raw SMTP server that takes the message, then drops the connection before its 250."""
+    conn, _ = sock.accept()
+    reader = conn.makefile("rb")
+
+    def say(text: str) -> None:
+        conn.sendall(text.encode() + b"\r\n")
+
+    say("220 test ESMTP")
+    body: list[bytes] = []
+    in_data = False
+    while line := reader.readline():
+        if in_data:
+            if line == b".\r\n":
+                received.append(b"".join(body))
+                conn.close()  # accepted, but the confirmation never arrives
+                return
+            body.append(line)
+            continue
+        command = line.strip().upper()
+        if command.startswith(b"DATA"):
+            say("354 go ahead")
+            in_data = True
+        else:
+            say("250 ok")
+
+
+def test_a_connection_lost_after_the_message_went_out_is_an_unknown_outcome_not_a_retry() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    received: list[bytes] = []
+    thread = threading.Thread(target=_hang_up_after_data, args=(sock, received), daemon=True)
+    thread.start()
+    connector = smtp_connector(f"smtp://127.0.0.1:{sock.getsockname()[1]}")
+    with pytest.raises(OutcomeUnknownError, match="may have been delivered"):
+        connector.execute("send_email", PARAMS, idempotency_key="act-1")
+    thread.join(timeout=5)
+    sock.close()
+    assert len(received) == 1
