@@ -18,11 +18,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from agents import policy
 from agents.base import Agent, Capability
 from agents.budget import Budgets, allowance
 from agents.cache import ModelCache, digest
 from agents.errors import CapabilityError, ProviderResponseError
 from agents.providers.base import ChatMessage, ModelProvider, ModelRequest, ModelResponse
+from config.settings import ApprovalRule
 from connectors.base import Connector
 from store import events as ev
 from store import queries
@@ -55,8 +57,10 @@ class AgentContext:
         on_checkpoint: Callable[[str], None] = lambda point: None,
         budgets: Budgets | None = None,
         cache: ModelCache | None = None,
+        rules: Mapping[str, ApprovalRule] | None = None,
     ) -> None:
         self.job_id = job_id
+        self._rules = rules or {}
         self._cache = cache
         self._last_key: str | None = None
         self.contact_id: str | None = None  # spend is attributed to the contact once known
@@ -273,7 +277,8 @@ class AgentContext:
         summary: str,
         contact_id: str | None = None,
     ) -> Proposal:
-        """Propose a write action; it waits for the operator's approval."""
+        """Propose a write action; the approval policy decides whether it waits for the operator
+        (the default), goes through, or is refused, and the log says which rule decided."""
         cap = Capability(connector, action, "write")
         if cap not in self._agent.capabilities:
             raise CapabilityError(
@@ -285,6 +290,36 @@ class AgentContext:
         key = f"{self.job_id}:proposal:{self._proposals}"
         action_id = uuid.uuid4().hex
         token = secrets.token_urlsafe(9)
+        decision = policy.evaluate(self._rules, connector, action, validated)
+        rule = self._rules.get(f"{connector}.{action}")
+        ttl = (
+            timedelta(hours=rule.expires_hours)
+            if rule and rule.expires_hours
+            else self._approval_ttl
+        )
+        by = f"policy:{decision.rule} ({decision.reason})"
+        outcome: list[ev.EventData | ev.NewEvent] = []
+        if decision.verdict == "auto":
+            outcome = [
+                ev.ApprovalDecided(
+                    action_id=action_id,
+                    token=token,
+                    decision="approved",
+                    decided_by=by,
+                    channel="policy",
+                )
+            ]
+        elif decision.verdict == "never":
+            outcome = [
+                ev.ApprovalDecided(
+                    action_id=action_id,
+                    token=token,
+                    decision="rejected",
+                    decided_by=by,
+                    channel="policy",
+                ),
+                ev.ActionRejected(action_id=action_id, decided_by=by),
+            ]
         result = self._log.append(
             ev.action_stream(action_id),
             [
@@ -305,8 +340,9 @@ class AgentContext:
                     action_id=action_id,
                     job_id=self.job_id,
                     token=token,
-                    expires_at=utcnow() + self._approval_ttl,
+                    expires_at=utcnow() + ttl,
                 ),
+                *outcome,
             ],
             metadata=self._meta(),
             expected_version=0,

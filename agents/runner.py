@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -34,6 +34,7 @@ from agents.providers.base import ModelProvider
 from agents.registry import AgentRegistry
 from agents.retry import RetryPolicy
 from agents.signals import BudgetExceeded, RetryLater
+from config.settings import ApprovalRule
 from connectors.errors import ConnectorError, TransientConnectorError
 from store import events as ev
 from store import queries
@@ -76,7 +77,9 @@ class JobRunner:
         on_checkpoint: Callable[[str], None] = lambda point: None,
         budgets: Budgets | None = None,
         cache: ModelCache | None = None,
+        rules: Mapping[str, ApprovalRule] | None = None,
     ) -> None:
+        self._rules = rules or {}
         self._budgets = budgets
         self._cache = cache
         self._lease = lease
@@ -156,6 +159,7 @@ class JobRunner:
                 on_checkpoint=self._on_checkpoint,
                 budgets=self._budgets,
                 cache=self._cache,
+                rules=self._rules,
             )
             output: Any = agent.run(ctx, payload)
             summary = agent.summarize(payload, output)

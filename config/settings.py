@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -37,6 +37,16 @@ FAULT_POINTS = frozenset(
         "after_action_executed",  # ActionExecuted is in the log, the message is not acked
     }
 )
+
+
+class ApprovalRule(BaseModel):
+    """How one kind of action (``connector.action``) is approved."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    mode: Literal["ask", "auto", "never"] = "ask"
+    trusted_contacts: tuple[str, ...] = ()  # recipients that need no tap (lower case)
+    below_amount: float | None = None  # auto-approve when params["amount"] is below this
+    expires_hours: float | None = None  # overrides approval_ttl_hours for this kind
 
 
 class Settings(BaseSettings):
@@ -111,6 +121,11 @@ class Settings(BaseSettings):
     )
     smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds per SMTP session.")
     worker_threads: int = Field(default=4, ge=1, le=64, description="Worker threads per process.")
+    approval_rules: dict[str, ApprovalRule] = Field(
+        default={},
+        description='Per action kind, JSON: {"email.send_email": {"trusted_contacts": ["jane@acme.example"]}}; '
+        "the default for every kind is to ask.",
+    )
     approval_ttl_hours: float = Field(
         default=72.0, gt=0, description="How long a button stays valid."
     )

@@ -26,7 +26,7 @@ from jobs.actors import Actors, declare_actors
 from jobs.broker import check_broker, make_broker, start_worker
 from jobs.effects import Effects
 from jobs.faults import FaultInjector
-from store import Store, open_store
+from store import Store, open_store, queries
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +113,21 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
             agents=settings.agent_budgets,
         ),
         cache=ModelCache(ttl=timedelta(seconds=settings.model_cache_ttl_seconds)),
+        rules=settings.approval_rules,
     )
     effects = Effects(
         log=store.log, connectors=connectors, lease=lease, retry=retry, on_checkpoint=faults
     )
     broker = make_broker(settings.broker_url)
     check_broker(broker)
-    actors = declare_actors(broker, run_job=runner.run, execute_action=effects.execute)
+
+    def run_job(job_id: str) -> None:
+        runner.run(job_id)
+        for action in queries.actions_for_job(job_id):  # approved by policy: no tap to wait for
+            if action.status == "approved":
+                actors.execute_action.send(action.action_id)
+
+    actors = declare_actors(broker, run_job=run_job, execute_action=effects.execute)
     runtime = Runtime(
         settings=settings,
         store=store,
