@@ -11,12 +11,13 @@ the trace of a job is one query.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from store.errors import EventSchemaError
 
@@ -24,10 +25,29 @@ JSONDict = dict[str, Any]
 
 
 class EventData(BaseModel):
-    """Base of every event payload."""
+    """Base of every event payload. Non-finite numbers (NaN, infinities) are refused, in
+    float fields and inside JSON fields alike: JSON cannot hold them, so an event carrying one
+    could be appended but never read back the same."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     type_name: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _finite(self) -> EventData:
+        for name in type(self).model_fields:
+            if not _all_finite(getattr(self, name)):
+                raise ValueError(f"{name} holds a non-finite number (NaN or infinity)")
+        return self
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 EVENT_TYPES: dict[str, type[EventData]] = {}

@@ -55,7 +55,7 @@ class JobRow(BaseModel):
     summary = peewee.TextField(default="")
     error = peewee.TextField(null=True)
     next_attempt_at = peewee.DateTimeField(null=True)
-    cost_usd = peewee.FloatField(default=0.0)
+    cost_usd = peewee.DoubleField(default=0.0)
 
     class Meta:
         table_name = "jobs"
@@ -188,7 +188,7 @@ class SpendRow(BaseModel):
     key = peewee.CharField(max_length=200, primary_key=True)  # "<scope>|<period>"
     scope = peewee.CharField(max_length=120)
     period = peewee.CharField(max_length=40)
-    usd = peewee.FloatField(default=0.0)
+    usd = peewee.DoubleField(default=0.0)
     calls = peewee.IntegerField(default=0)
     warned = peewee.BooleanField(default=False)
 
