@@ -8,6 +8,7 @@ succeeds, the other reads what happened and reports it.
 from __future__ import annotations
 
 import enum
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -98,3 +99,29 @@ def decide(
 def _already(token: str) -> DecisionResult:
     approval = queries.get_approval(token)
     return DecisionResult(Outcome.ALREADY_DECIDED, approval, queries.get_action(approval.action_id))
+
+
+def bundle(log: EventLog, kind: str, tokens: list[str], *, by: str) -> str:
+    """Offer one button for several pending approvals of one kind; returns its token."""
+    token = secrets.token_urlsafe(9)
+    log.append(
+        ev.BUNDLE_STREAM,
+        [
+            ev.NewEvent(
+                ev.ApprovalsBundled(token=token, kind=kind, approval_tokens=tokens),
+                idempotency_key=f"bundle:{token}",
+            )
+        ],
+        metadata=ev.Metadata(actor=by),
+    )
+    return token
+
+
+def bundled(log: EventLog, token: str) -> list[str]:
+    """The approval tokens behind a bundle button (empty if the token is unknown)."""
+    event = log.find_by_key(f"bundle:{token}")
+    return (
+        list(event.data.approval_tokens)
+        if event is not None and isinstance(event.data, ev.ApprovalsBundled)
+        else []
+    )

@@ -1,7 +1,8 @@
 """Button data: short opaque tokens, resolved in the store (never state in the button).
 
 ``ap:<token>:y|n``    approve / reject a proposed action
-``q:<token>:d|r|x``   answer a question: it happened / retry / discard
+``q:<token>:d|r|x``   answer a question: it happened / retry / discard (b|s|p for budgets)
+``ab:<token>:y``      approve every pending approval of a bundle offered by /approvals
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from bot.messages import Button
 
 APPROVAL = "ap"
 QUESTION = "q"
+BUNDLE = "ab"
 _CHOICE_CODES = {"done": "d", "retry": "r", "discard": "x", "raise": "b", "skip": "s", "pause": "p"}
 _CODE_CHOICES = {code: choice for choice, code in _CHOICE_CODES.items()}
 
@@ -21,6 +23,11 @@ _CODE_CHOICES = {code: choice for choice, code in _CHOICE_CODES.items()}
 class ApprovalChoice:
     token: str
     approve: bool
+
+
+@dataclass(frozen=True)
+class BundleChoice:
+    token: str
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,10 @@ def approval_buttons(token: str, *, approve_label: str) -> tuple[Button, ...]:
     )
 
 
+def bundle_button(token: str, count: int) -> Button:
+    return Button(f"Approve all {count}", f"{BUNDLE}:{token}:y")
+
+
 def question_buttons(
     token: str, choices: list[str], *, labels: dict[str, str] | None = None
 ) -> tuple[Button, ...]:
@@ -47,7 +58,7 @@ def _valid_token(token: str) -> bool:
     return bool(token) and len(token) <= 32 and all(c.isalnum() or c in "-_" for c in token)
 
 
-def parse_button(data: str) -> ApprovalChoice | QuestionChoice | None:
+def parse_button(data: str) -> ApprovalChoice | QuestionChoice | BundleChoice | None:
     """Pure: the choice a button's data encodes, or ``None`` if it is not ours."""
     parts = data.split(":")
     if len(parts) != 3 or not _valid_token(parts[1]):
@@ -55,6 +66,8 @@ def parse_button(data: str) -> ApprovalChoice | QuestionChoice | None:
     kind, token, code = parts
     if kind == APPROVAL and code in {"y", "n"}:
         return ApprovalChoice(token=token, approve=code == "y")
+    if kind == BUNDLE and code == "y":
+        return BundleChoice(token=token)
     if kind == QUESTION and code in _CODE_CHOICES:
         return QuestionChoice(token=token, choice=_CODE_CHOICES[code])
     return None

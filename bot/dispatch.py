@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable
 
 from agents import pairing
-from agents.approvals import Outcome
+from agents.approvals import Outcome, bundle, bundled
 from agents.errors import AgentInputError, RegistryError
 from agents.lead import parse_lead
 from agents.questions import Answer
 from bot import render
-from bot.buttons import QuestionChoice, parse_button
+from bot.buttons import BundleChoice, QuestionChoice, bundle_button, parse_button
 from bot.commands import COMMANDS, ParsedCommand, help_text, parse_command
 from bot.messages import MAX_TEXT, ButtonPress, InboundMessage, Reply
 from config import Settings
@@ -26,6 +26,7 @@ from jobs.service import JobRequest, JobService
 from store import queries
 from store.errors import NotFoundError
 from store.log import EventLog, utcnow
+from store.queries import ActionView, ApprovalView
 
 logger = logging.getLogger(__name__)
 
@@ -171,10 +172,23 @@ class Dispatcher:
         if not pending:
             return [Reply("No approvals waiting.")]
         replies = [Reply(f"{len(pending)} waiting for you:")]
+        groups: dict[str, list[tuple[ApprovalView, ActionView]]] = {}
         for approval in pending:
-            job = queries.get_job(approval.job_id)
             action = queries.get_action(approval.action_id)
-            replies.append(render.proposal(job, action, approval))
+            groups.setdefault(f"{action.connector}.{action.action}", []).append((approval, action))
+        for kind, items in groups.items():
+            if len(items) > 1:
+                token = bundle(self._log, kind, [a.token for a, _ in items], by=msg.sender)
+                who = ", ".join(str(act.params.get("to", act.summary)) for _, act in items[:5])
+                more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+                replies.append(
+                    Reply(
+                        f"{len(items)} waiting of kind {kind}: {who}{more}",
+                        (bundle_button(token, len(items)),),
+                    )
+                )
+            for approval, action in items:
+                replies.append(render.proposal(queries.get_job(approval.job_id), action, approval))
         return replies
 
     def _trace(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
@@ -268,6 +282,8 @@ class Dispatcher:
             return Reply("That button is not one of mine.")
         if isinstance(choice, QuestionChoice):
             return self._answer(press, choice)
+        if isinstance(choice, BundleChoice):
+            return self._approve_all(press, choice)
         result = self._service.decide(
             choice.token, approve=choice.approve, decided_by=press.sender, channel=press.channel
         )
@@ -288,6 +304,27 @@ class Dispatcher:
                 )
             case _:
                 return Reply(render.decision(action, approval))
+
+    def _approve_all(self, press: ButtonPress, choice: BundleChoice) -> Reply:
+        tokens = bundled(self._log, choice.token)
+        if not tokens:
+            return Reply("That button is no longer valid. See /approvals.")
+        counts: dict[Outcome, int] = {}
+        for token in tokens:
+            result = self._service.decide(
+                token, approve=True, decided_by=press.sender, channel=press.channel
+            )
+            counts[result.outcome] = counts.get(result.outcome, 0) + 1
+            if result.outcome is Outcome.APPROVED and result.action is not None:
+                self.on_job_activity(result.action.job_id)
+        approved = counts.get(Outcome.APPROVED, 0)
+        others = [
+            f"{n} {o.value.replace('_', ' ')}"
+            for o, n in counts.items()
+            if o is not Outcome.APPROVED
+        ]
+        tail = f" ({', '.join(others)})" if others else ""
+        return Reply(f"Approved {approved} of {len(tokens)}{tail}. Working on it.")
 
     def _answer(self, press: ButtonPress, choice: QuestionChoice) -> Reply:
         result = self._service.answer(

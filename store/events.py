@@ -414,6 +414,18 @@ class QuestionAnswered(EventData):
     channel: str
 
 
+@event_type("ApprovalsBundled")
+class ApprovalsBundled(EventData):
+    """One "Approve all N" button was offered for these pending approvals of one kind."""
+
+    token: str
+    kind: str
+    approval_tokens: list[str]
+
+
+BUNDLE_STREAM = "bundles"
+
+
 # Pairing -------------------------------------------------------------------------------
 
 

@@ -140,6 +140,11 @@ class EventLog:
             for row, new in zip(rows, batch, strict=True)
         ]
 
+    def find_by_key(self, key: str) -> RecordedEvent | None:
+        """The event appended with idempotency key ``key``, if any."""
+        found = self._events_from_key(key)
+        return found[0] if found else None
+
     def _events_from_key(self, key: str) -> list[RecordedEvent]:
         """The stored event that holds ``key`` (empty if none)."""
         row = EventRecord.get_or_none(EventRecord.idempotency_key == key)

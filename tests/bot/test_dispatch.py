@@ -284,3 +284,24 @@ def test_a_lead_with_an_address_the_connector_would_refuse_is_refused_up_front(
     [reply] = dispatcher.handle_message(msg("/lead Eve <eve..x@acme.example> wants things"))
     assert "does not look like an address" in reply.text
     assert queries.list_jobs() == []
+
+
+def test_approve_all_sends_each_bundled_email_exactly_once(
+    dispatcher: Dispatcher, runtime: Runtime
+) -> None:
+    for n in range(5):
+        dispatcher.handle_message(msg(f"/lead Lead {n} <lead{n}@acme.example> wants an audit"))
+    wait_for(lambda: len(queries.pending_approvals()) == 5)
+    replies = dispatcher.handle_message(msg("/approvals"))
+    [bundle] = [r for r in replies if r.buttons and r.buttons[0].label == "Approve all 5"]
+    assert "lead0@acme.example" in bundle.text
+    first = dispatcher.handle_button(press(bundle.buttons[0].data))
+    assert first.text.startswith("Approved 5 of 5")
+    again = dispatcher.handle_button(press(bundle.buttons[0].data))
+    assert again.text.startswith("Approved 0 of 5 (5 already decided)")
+    wait_for(lambda: len(list(runtime.settings.outbox_dir.glob("*.eml"))) == 5)
+    time.sleep(0.3)
+    assert len(list(runtime.settings.outbox_dir.glob("*.eml"))) == 5
+    assert dispatcher.handle_button(press("ab:nosuchbundle:y")).text.startswith(
+        "That button is no longer valid"
+    )
