@@ -147,8 +147,10 @@ class EventLog:
 
     def _events_from_key(self, key: str) -> list[RecordedEvent]:
         """The stored event that holds ``key`` (empty if none)."""
-        row = EventRecord.get_or_none(EventRecord.idempotency_key == key)
-        return [] if row is None else [to_recorded(row)]
+        found = sql.execute(
+            self._db, f"SELECT {_COLUMNS} FROM events WHERE idempotency_key = ?", [key]
+        ).fetchone()
+        return [] if found is None else [_from_tuple(tuple(found))]
 
     # Reading ---------------------------------------------------------------------------
 

@@ -91,15 +91,11 @@ class Rows:
             if row is not None:
                 by_model.setdefault(key[0], []).append(row)
         for model, rows in by_model.items():
-            for start in range(0, len(rows), 200):
-                model.insert_many(rows[start : start + 200]).execute()
+            sql.insert_rows(self._db, model, rows)
         for (model, pk), fields in self._dirty.items():
             row = self._rows[(model, pk)]
             if row is not None and fields:
-                pk_field = model._meta.primary_key
-                model.update({getattr(model, f): row[f] for f in fields}).where(
-                    pk_field == pk
-                ).execute()  # type: ignore[operator]
+                sql.update_row(self._db, model, pk, {f: row[f] for f in fields})
         self._new.clear()
         self._dirty.clear()
 
