@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from store import events as ev
 
 
 @dataclass(frozen=True)
@@ -22,3 +25,17 @@ class RetryPolicy:
     def exhausted(self, attempt: int) -> bool:
         """Whether failure number ``attempt`` (1-based) is past the last retry."""
         return attempt > self.max_retries
+
+
+def failures_since_retry(
+    history: Sequence[ev.RecordedEvent], *, failed: type[ev.EventData], reset: type[ev.EventData]
+) -> int:
+    """Transient failures (``failed`` events) since the stream began or the operator last
+    asked for a retry (a ``reset`` event): the attempt count the policy applies to."""
+    count = 0
+    for event in history:
+        if isinstance(event.data, reset):
+            count = 0
+        elif isinstance(event.data, failed):
+            count += 1
+    return count

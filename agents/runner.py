@@ -32,7 +32,7 @@ from agents.context import AgentContext
 from agents.errors import AgentError, AgentInputError, ProviderError
 from agents.providers.base import ModelProvider
 from agents.registry import AgentRegistry
-from agents.retry import RetryPolicy
+from agents.retry import RetryPolicy, failures_since_retry
 from agents.signals import BudgetExceeded, RetryLater
 from config.settings import ApprovalRule
 from connectors.errors import ConnectorError, TransientConnectorError
@@ -176,7 +176,12 @@ class JobRunner:
             return RunOutcome(job_id, "blocked", str(signal))
         except (AgentError, ConnectorError) as exc:
             return self._failed(
-                job_id, exc, failures_before=_failures_since_retry(history), meta=meta
+                job_id,
+                exc,
+                failures_before=failures_since_retry(
+                    history, failed=ev.JobAttemptFailed, reset=ev.JobRetried
+                ),
+                meta=meta,
             )
         except StoreError as exc:  # the database itself: transient, Dramatiq retries the message
             raise RetryLater(self._retry.delay_ms(1), str(exc)) from exc
@@ -239,14 +244,3 @@ class JobRunner:
         )
         logger.warning("job %s failed for good: %s", job_id, exc)
         return RunOutcome(job_id, "failed", error)
-
-
-def _failures_since_retry(history: list[ev.RecordedEvent]) -> int:
-    """Transient failures since the job was requested or last retried by the operator."""
-    count = 0
-    for event in history:
-        if isinstance(event.data, ev.JobRetried):
-            count = 0
-        elif isinstance(event.data, ev.JobAttemptFailed):
-            count += 1
-    return count

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from agents import questions
-from agents.retry import RetryPolicy
+from agents.retry import RetryPolicy, failures_since_retry
 from agents.runner import WORKER_ID
 from agents.signals import RetryLater
 from connectors.base import ActionResult, Connector
@@ -174,7 +174,12 @@ class Effects:
 
     def _failed(self, action: ActionView, exc: ConnectorError, meta: ev.Metadata) -> str:
         stream = ev.action_stream(action.action_id)
-        attempt = _failures_since_retry(self.log.read_stream(stream)) + 1
+        attempt = (
+            failures_since_retry(
+                self.log.read_stream(stream), failed=ev.ActionAttemptFailed, reset=ev.ActionRetried
+            )
+            + 1
+        )
         error = str(exc)[:2000]
         transient = isinstance(exc, TransientConnectorError)
         if transient and not self.retry.exhausted(attempt):
@@ -303,16 +308,6 @@ def _orphaned(history: list[ev.RecordedEvent], *, now: datetime, lease: timedelt
         elif isinstance(event.data, ev.ActionRequeued):
             requeued_after = True
     return last_start is None or requeued_after or now - last_start >= lease
-
-
-def _failures_since_retry(history: list[ev.RecordedEvent]) -> int:
-    count = 0
-    for event in history:
-        if isinstance(event.data, ev.ActionRetried):
-            count = 0
-        elif isinstance(event.data, ev.ActionAttemptFailed):
-            count += 1
-    return count
 
 
 def execute_action(
