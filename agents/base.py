@@ -29,6 +29,21 @@ class Capability:
         return f"{self.connector}.{self.action} ({self.mode})"
 
 
+TaskClass = Literal["parse", "classify", "draft", "plan"]
+
+
+@dataclass(frozen=True)
+class AgentBudget:
+    """What an agent declares it may spend, in USD; ``None`` = no limit of that kind.
+
+    ``OPCORE_AGENT_BUDGETS`` overrides the daily and monthly figures per agent; the workspace
+    budgets apply on top. ``per_job_usd`` stops a runaway job (a loop of calls) on its own."""
+
+    per_job_usd: float | None = None
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+
+
 InputT = TypeVar("InputT", bound=BaseModel)
 OutputT = TypeVar("OutputT", bound=BaseModel)
 
@@ -41,6 +56,13 @@ class Agent(ABC, Generic[InputT, OutputT]):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     input_model: ClassVar[type[BaseModel]]
     output_model: ClassVar[type[BaseModel]]
+    model_tier: ClassVar[TaskClass] = "draft"
+    """The task class (hence the model route) of requests that do not name their own."""
+    budget: ClassVar[AgentBudget] = AgentBudget()
+    untrusted_fields: ClassVar[frozenset[str]] = frozenset()
+    """Input fields written by third parties (a ticket's body, a forwarded email): they go to the
+    model as data, and recipients, amounts or links found only there are highlighted in the
+    approval. Every other input field is the operator's own word."""
 
     @abstractmethod
     def run(self, ctx: AgentContext, payload: InputT) -> OutputT:

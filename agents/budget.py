@@ -10,15 +10,19 @@ one warning per budget and period.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from agents.providers.base import ModelRequest, Usage
 from agents.signals import BudgetExceeded
 from store import events as ev
 from store import queries
 from store.projections import periods
+
+if TYPE_CHECKING:
+    from agents.base import Agent
 
 WARN_AT = 0.8
 DEFAULT_ANSWER_TOKENS = 800
@@ -38,6 +42,31 @@ class Budgets:
     daily_usd: float
     monthly_usd: float
     agents: Mapping[str, Mapping[str, float]]
+    per_job: Mapping[str, float] = field(default_factory=dict)  # agent -> USD per job
+
+    @classmethod
+    def declared(
+        cls,
+        agents: Iterable[Agent[Any, Any]],
+        *,
+        overrides: Mapping[str, Mapping[str, float]],
+        **kwargs: Any,
+    ) -> Budgets:
+        """Budgets with each agent's declared limits, overridden per agent by ``overrides``."""
+        limits: dict[str, dict[str, float]] = {}
+        per_job: dict[str, float] = {}
+        for agent in agents:
+            own: dict[str, float] = {}
+            if agent.budget.daily_usd is not None:
+                own["daily"] = agent.budget.daily_usd
+            if agent.budget.monthly_usd is not None:
+                own["monthly"] = agent.budget.monthly_usd
+            limits[agent.name] = own | dict(overrides.get(agent.name, {}))
+            if agent.budget.per_job_usd is not None:
+                per_job[agent.name] = agent.budget.per_job_usd
+        for name, own in overrides.items():
+            limits.setdefault(name, dict(own))
+        return cls(agents=limits, per_job=per_job, **kwargs)
 
     def price(self, model: str, usage: Usage) -> float:
         per_in, per_out = self.prices.get(model, self.default_price)
@@ -59,9 +88,29 @@ class Budgets:
         return out
 
     def check(
-        self, *, agent: str, job_id: str, estimate: float, allowance: float, at: datetime
+        self,
+        *,
+        agent: str,
+        job_id: str,
+        estimate: float,
+        allowance: float,
+        at: datetime,
+        job_spent: float = 0.0,
     ) -> None:
         """Raise :class:`BudgetExceeded` if a call costing ``estimate`` would cross a budget."""
+        per_job = self.per_job.get(agent)
+        if per_job is not None and job_spent + estimate > per_job + allowance:
+            raise BudgetExceeded(
+                ev.BudgetBlocked(
+                    job_id=job_id,
+                    agent=agent,
+                    scope=f"job:{agent}",
+                    period=f"job {job_id[:8]}",
+                    limit_usd=per_job,
+                    spent_usd=round(job_spent, 6),
+                    estimate_usd=round(estimate, 6),
+                )
+            )
         for limit in self.limits(agent, at):
             spent, _ = queries.spent(limit.scope, limit.period)
             if spent + estimate > limit.usd + allowance:
@@ -96,6 +145,11 @@ class Budgets:
                     )
                 )
         return out
+
+
+def job_spent(history: list[ev.RecordedEvent]) -> float:
+    """What the model calls of this job have cost so far (USD)."""
+    return sum(e.data.cost_usd for e in history if isinstance(e.data, ev.ModelCalled))
 
 
 def allowance(history: list[ev.RecordedEvent]) -> float:

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from agents import policy
+from agents import policy, provenance
 from agents.base import Agent, Capability
-from agents.budget import Budgets, allowance
+from agents.budget import Budgets, allowance, job_spent
 from agents.cache import ModelCache, digest
 from agents.errors import CapabilityError, ProviderResponseError
 from agents.providers.base import ChatMessage, ModelProvider, ModelRequest, ModelResponse
@@ -28,6 +28,7 @@ from config.settings import ApprovalRule
 from connectors.base import Connector
 from store import events as ev
 from store import queries
+from store.errors import ConcurrencyError, NotFoundError
 from store.log import EventLog, utcnow
 from store.queries import ContactView
 
@@ -74,11 +75,14 @@ class AgentContext:
         self._approval_ttl = approval_ttl
         self._proposals = 0
         self._actor = f"agent:{agent.name}"
+        history = log.read_stream(ev.job_stream(job_id))
         self._steps: dict[str, dict[str, Any]] = {
-            e.data.step: e.data.result
-            for e in log.read_stream(ev.job_stream(job_id))
-            if isinstance(e.data, ev.StepCompleted)
+            e.data.step: e.data.result for e in history if isinstance(e.data, ev.StepCompleted)
         }
+        requested = history[0].data if history else None
+        self._input: dict[str, Any] = (
+            dict(requested.input) if isinstance(requested, ev.JobRequested) else {}
+        )
 
     # Checkpoints -----------------------------------------------------------------------
 
@@ -118,6 +122,8 @@ class AgentContext:
         otherwise price the call, refuse it if it would cross a budget (:class:`BudgetExceeded`),
         make it and cache it. Every answer is recorded (model, tokens, cost, latency, cache hit)
         in the job's stream."""
+        if request.task_class is None:
+            request = replace(request, task_class=self._agent.model_tier)
         model_name = self._model.model_for(request)
         key = digest(model_name, request)
         if self._cache is not None and (hit := self._cache.get(key)) is not None:
@@ -137,6 +143,7 @@ class AgentContext:
                 estimate=estimate,
                 allowance=allowance(history),
                 at=utcnow(),
+                job_spent=job_spent(history),
             )
         started = time.perf_counter()
         response = self._model.complete(request)
@@ -276,21 +283,45 @@ class AgentContext:
         *,
         summary: str,
         contact_id: str | None = None,
+        revises: str | None = None,
+        trusted: Mapping[str, Any] | None = None,
     ) -> Proposal:
         """Propose a write action; the approval policy decides whether it waits for the operator
-        (the default), goes through, or is refused, and the log says which rule decided."""
+        (the default), goes through, or is refused, and the log says which rule decided.
+
+        Recipients, amounts and links are checked against the operator's input and the store
+        (:mod:`agents.provenance`); what comes from neither is flagged in the approval and
+        keeps the proposal from being approved automatically. ``trusted`` adds values the
+        operator gave outside the job's input (a correction). A recipient equal to the
+        contact's address is bound to it: if the address changes before the decision,
+        approving asks again. ``revises`` names the pending proposal this one replaces."""
         cap = Capability(connector, action, "write")
         if cap not in self._agent.capabilities:
             raise CapabilityError(
                 f"agent {self._agent.name!r} did not declare {cap}; declared: "
                 f"{', '.join(str(c) for c in sorted(self._agent.capabilities)) or 'nothing'}"
             )
-        validated = self._connectors[connector].validate(action, params).model_dump(mode="json")
+        conn = self._connectors[connector]
+        validated = conn.validate(action, params).model_dump(mode="json")
         self._proposals += 1
         key = f"{self.job_id}:proposal:{self._proposals}"
         action_id = uuid.uuid4().hex
         token = secrets.token_urlsafe(9)
+        sources = provenance.Sources.of(
+            [
+                *(v for k, v in self._input.items() if k not in self._agent.untrusted_fields),
+                *(trusted or {}).values(),
+                self.operator_name,
+                getattr(conn, "sender", ""),
+            ]
+        )
+        flags = provenance.review(conn.spec(action), connector, validated, sources)
+        bindings = self._bindings(validated, contact_id)
         decision = policy.evaluate(self._rules, connector, action, validated)
+        if decision.verdict == "auto" and provenance.warnings(flags):
+            decision = policy.Decision(
+                "ask", decision.rule, f"flagged for a look: {provenance.warnings(flags)[0]}"
+            )
         rule = self._rules.get(f"{connector}.{action}")
         ttl = (
             timedelta(hours=rule.expires_hours)
@@ -333,6 +364,9 @@ class AgentContext:
                         idempotency_key=key,
                         summary=summary,
                         contact_id=contact_id,
+                        flags=flags,
+                        bindings=bindings,
+                        revises=revises,
                     ),
                     idempotency_key=key,
                 ),
@@ -351,8 +385,61 @@ class AgentContext:
             first = result.events[0].data
             assert isinstance(first, ev.ActionProposed)
             approval = queries.approval_for_action(first.action_id)
-            return Proposal(action_id=first.action_id, token=approval.token, summary=first.summary)
+            action_id, token = first.action_id, approval.token
+        if revises is not None:
+            supersede(
+                self._log,
+                revises,
+                by_action_id=action_id,
+                reason="revised on request",
+                meta=self._meta(),
+            )
         return Proposal(action_id=action_id, token=token, summary=summary)
+
+    @staticmethod
+    def _bindings(params: Mapping[str, Any], contact_id: str | None) -> dict[str, str]:
+        if contact_id is None:
+            return {}
+        contact = queries.get_contact(contact_id)
+        to = params.get("to")
+        if isinstance(to, str) and to.lower() == contact.email.lower():
+            return {"to": f"contact:{contact_id}.email"}
+        return {}
+
+
+def supersede(
+    log: EventLog, action_id: str, *, by_action_id: str, reason: str, meta: ev.Metadata
+) -> bool:
+    """Close a pending proposal as replaced by ``by_action_id``. False if it was no longer
+    pending (decided, expired or replaced already): the first outcome stands."""
+    stream = ev.action_stream(action_id)
+    version = log.stream_version(stream)
+    try:
+        approval = queries.approval_for_action(action_id)
+    except NotFoundError:
+        return False
+    if approval.status != "pending":
+        return False
+    try:
+        log.append(
+            stream,
+            [
+                ev.NewEvent(
+                    ev.ActionSuperseded(
+                        action_id=action_id,
+                        token=approval.token,
+                        by_action_id=by_action_id,
+                        reason=reason,
+                    ),
+                    idempotency_key=f"superseded:{action_id}",
+                )
+            ],
+            metadata=meta,
+            expected_version=version,
+        )
+    except ConcurrencyError:
+        return False
+    return True
 
 
 def _problems(exc: ValidationError) -> str:

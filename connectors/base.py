@@ -32,6 +32,11 @@ class ActionSpec:
     # The action that undoes this one, called with this action's params plus its result's
     # details, and the idempotency key + ":undo". None: the effect cannot be undone.
     compensation: str | None = None
+    # Params naming who or what the effect reaches (recipients, amounts, destinations): their
+    # values must come from the operator or the store, or the approval highlights them.
+    sensitive: tuple[str, ...] = ()
+    # Free-text params (a body) scanned for links, addresses and amounts nobody gave.
+    free_text: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

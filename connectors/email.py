@@ -322,6 +322,8 @@ class EmailConnector(Connector):
                 mode="write",
                 description="Send a plain-text email to one address (optional Cc, Reply-To).",
                 params=SendEmail,
+                sensitive=("to", "cc", "reply_to"),
+                free_text=("subject", "body"),
             )
         }
     )

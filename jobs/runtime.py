@@ -87,7 +87,8 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.resolved_database_url)
     connectors = make_connectors(settings)
-    registry = AgentRegistry.with_agents(connectors, [LeadAgent()])
+    agents = [LeadAgent()]
+    registry = AgentRegistry.with_agents(connectors, agents)
     model = make_model(settings)
     faults = FaultInjector(settings.faults, marker_dir=settings.data_dir)
     retry = RetryPolicy(
@@ -105,12 +106,13 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
         lease=lease,
         retry=retry,
         on_checkpoint=faults,
-        budgets=Budgets(
+        budgets=Budgets.declared(
+            agents,
+            overrides=settings.agent_budgets,
             prices=settings.model_prices,
             default_price=settings.default_model_price,
             daily_usd=settings.budget_daily_usd,
             monthly_usd=settings.budget_monthly_usd,
-            agents=settings.agent_budgets,
         ),
         cache=ModelCache(ttl=timedelta(seconds=settings.model_cache_ttl_seconds)),
         rules=settings.approval_rules,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from store.errors import EventSchemaError
 
@@ -279,6 +279,58 @@ class ActionProposed(EventData):
     idempotency_key: str
     summary: str
     contact_id: str | None = None
+    # What the operator must look at twice: a recipient, amount or link that came neither from
+    # the operator nor from the store, a first message to an address (see agents/provenance.py).
+    flags: list[str] = Field(default_factory=list)
+    # Params bound to a fact in the store ({"to": "contact:<id>.email"}): if the fact changes
+    # before the decision, approving asks again with the new value (agents/approvals.py).
+    bindings: dict[str, str] = Field(default_factory=dict)
+    revises: str | None = None  # the action this one replaces (an edit or a re-approval)
+
+
+@event_type("ActionSuperseded")
+class ActionSuperseded(EventData):
+    """A pending proposal was replaced by another (revised on request, or its inputs changed);
+    it will never run."""
+
+    action_id: str
+    token: str  # its approval, which closes as "superseded"
+    by_action_id: str
+    reason: str
+
+
+@event_type("EditRequested")
+class EditRequested(EventData):
+    """The operator pressed Edit on a pending proposal: their next plain message in this chat
+    is the correction."""
+
+    action_id: str
+    token: str
+    channel: str
+    chat_id: str
+    by: str
+
+
+@event_type("ApprovalsReminded")
+class ApprovalsReminded(EventData):
+    """One reminder listed these pending approvals."""
+
+    tokens: list[str]
+    oldest_requested_at: datetime
+
+
+REMINDER_STREAM = "reminders"
+
+
+@event_type("ContactUpdated")
+class ContactUpdated(EventData):
+    """The operator corrected a contact; only the fields given change."""
+
+    contact_id: str
+    name: str | None = None
+    email: str | None = None
+    company: str | None = None
+    previous_email: str | None = None
 
 
 @event_type("ApprovalRequested")

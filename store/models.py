@@ -77,6 +77,8 @@ class ActionRow(BaseModel):
     updated_at = peewee.DateTimeField()
     started_at = peewee.DateTimeField(null=True)
     next_attempt_at = peewee.DateTimeField(null=True)
+    flags = peewee.TextField(default="[]")
+    bindings = peewee.TextField(default="{}")
 
     class Meta:
         table_name = "actions"
@@ -91,6 +93,9 @@ class ApprovalRow(BaseModel):
     expires_at = peewee.DateTimeField()
     decided_by = peewee.CharField(max_length=200, null=True)
     decided_at = peewee.DateTimeField(null=True)
+    reminded_at = peewee.DateTimeField(null=True)
+    edit_chat = peewee.CharField(max_length=300, null=True)  # "<channel>:<chat id>"
+    edit_requested_at = peewee.DateTimeField(null=True)
 
     class Meta:
         table_name = "approvals"

@@ -8,7 +8,8 @@ a live append, bulk INSERTs for a rebuild into empty tables.
 
 Job statuses: queued, running, retrying, awaiting_approval (open actions), done, failed,
 cancelled. Action statuses: proposed, awaiting_approval, approved, running, retrying,
-unknown (open); executed, rejected, expired, failed, discarded, compensated (closed).
+unknown (open); executed, rejected, expired, failed, discarded, compensated, superseded
+(closed).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from store.models import (
 )
 
 CLOSED_ACTIONS = frozenset(
-    {"executed", "rejected", "expired", "failed", "discarded", "compensated"}
+    {"executed", "rejected", "expired", "failed", "discarded", "compensated", "superseded"}
 )
 Row = dict[str, Any]
 _Key = tuple[type[BaseModel], Any]
@@ -367,6 +368,8 @@ def _action_proposed(d: ev.ActionProposed, at: datetime, rows: Rows) -> None:
             "contact_id": d.contact_id,
             "status": "proposed",
             "updated_at": at,
+            "flags": json.dumps(d.flags),
+            "bindings": json.dumps(d.bindings, sort_keys=True),
         },
     )
     job = rows.get(JobRow, d.job_id)
@@ -401,6 +404,38 @@ def _approval_decided(d: ev.ApprovalDecided, at: datetime, rows: Rows) -> None:
 def _approval_expired(d: ev.ApprovalExpired, at: datetime, rows: Rows) -> None:
     rows.update(ApprovalRow, d.token, status="expired", decided_at=at)
     _close_action(rows, d.action_id, at, "expired")
+
+
+@handles(ev.ActionSuperseded)
+def _action_superseded(d: ev.ActionSuperseded, at: datetime, rows: Rows) -> None:
+    action = rows.get(ActionRow, d.action_id)
+    if action is None:
+        return
+    rows.update(ApprovalRow, d.token, status="superseded", decided_at=at)
+    _close_action(rows, d.action_id, at, "superseded", result=f"replaced: {d.reason}")
+
+
+@handles(ev.EditRequested)
+def _edit_requested(d: ev.EditRequested, at: datetime, rows: Rows) -> None:
+    rows.update(ApprovalRow, d.token, edit_chat=f"{d.channel}:{d.chat_id}", edit_requested_at=at)
+
+
+@handles(ev.ApprovalsReminded)
+def _approvals_reminded(d: ev.ApprovalsReminded, at: datetime, rows: Rows) -> None:
+    for token in d.tokens:
+        rows.update(ApprovalRow, token, reminded_at=at)
+
+
+@handles(ev.ContactUpdated)
+def _contact_updated(d: ev.ContactUpdated, at: datetime, rows: Rows) -> None:
+    changes = {
+        key: value
+        for key, value in (("name", d.name), ("email", d.email), ("company", d.company))
+        if value is not None
+    }
+    if "email" in changes:
+        changes["email"] = changes["email"].lower()
+    rows.update(ContactRow, d.contact_id, **changes)
 
 
 @handles(ev.ActionStarted)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -71,6 +71,8 @@ class ActionView:
     attempts: int
     result: str
     error: str | None
+    flags: tuple[str, ...] = ()
+    bindings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class ApprovalView:
     expires_at: datetime
     decided_by: str | None
     decided_at: datetime | None
+    reminded_at: datetime | None = None
 
     def expired(self, now: datetime) -> bool:
         return self.status == "pending" and now >= self.expires_at
@@ -141,6 +144,8 @@ def _action(row: ActionRow) -> ActionView:
         attempts=row.attempts,
         result=row.result,
         error=row.error,
+        flags=tuple(json.loads(row.flags or "[]")),
+        bindings=json.loads(row.bindings or "{}"),
     )
 
 
@@ -154,6 +159,7 @@ def _approval(row: ApprovalRow) -> ApprovalView:
         expires_at=_aware(row.expires_at) or datetime.now(UTC),
         decided_by=row.decided_by,
         decided_at=_aware(row.decided_at),
+        reminded_at=_aware(row.reminded_at),
     )
 
 
@@ -253,6 +259,55 @@ def pending_approvals(*, limit: int = 50) -> list[ApprovalView]:
         .where(ApprovalRow.status == "pending")
         .order_by(ApprovalRow.requested_at)
         .limit(limit)
+    )
+    return [_approval(r) for r in query]
+
+
+def has_sent_to(connector: str, action: str, address: str) -> bool:
+    """Whether an executed ``connector.action`` already went to ``address`` (its ``to``)."""
+    needle = json.dumps({"to": address.lower()})[1:-1]  # '"to": "x@y"' as params store it
+    return (
+        ActionRow.select()
+        .where(
+            (ActionRow.connector == connector)
+            & (ActionRow.action == action)
+            & (ActionRow.status.in_(("executed", "compensated")))
+            & (peewee.fn.LOWER(ActionRow.params).contains(needle))
+        )
+        .exists()
+    )
+
+
+def pending_edit(channel: str, chat_id: str, *, since: datetime) -> ApprovalView | None:
+    """The pending approval whose Edit button was pressed last in this chat after ``since``."""
+    row = (
+        ApprovalRow.select()
+        .where(
+            (ApprovalRow.status == "pending")
+            & (ApprovalRow.edit_chat == f"{channel}:{chat_id}")
+            & (ApprovalRow.edit_requested_at >= since.replace(tzinfo=None))
+        )
+        .order_by(ApprovalRow.edit_requested_at.desc())
+        .first()
+    )
+    return None if row is None else _approval(row)
+
+
+def approvals_to_remind(
+    *, requested_before: datetime, reminded_before: datetime
+) -> list[ApprovalView]:
+    """Pending approvals older than ``requested_before`` not reminded since ``reminded_before``."""
+    query = (
+        ApprovalRow.select()
+        .where(
+            (ApprovalRow.status == "pending")
+            & (ApprovalRow.requested_at <= requested_before.replace(tzinfo=None))
+            & (
+                ApprovalRow.reminded_at.is_null()
+                | (ApprovalRow.reminded_at <= reminded_before.replace(tzinfo=None))
+            )
+        )
+        .order_by(ApprovalRow.requested_at)
     )
     return [_approval(r) for r in query]
 

@@ -29,7 +29,8 @@ class ModelRequest:
     schema_name: str = "answer"
     temperature: float = 0.2
     max_tokens: int | None = None
-    task_class: str = "draft"  # parse, classify, draft or plan: picks the model (see ModelRouter)
+    task_class: str | None = None  # parse, classify, draft or plan: picks the model (see
+    # ModelRouter); None = the agent's declared model tier
     model: str | None = None  # set by the router; None = the provider's own model
 
 

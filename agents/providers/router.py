@@ -29,8 +29,8 @@ class ModelRouter(ModelProvider):
     def model(self) -> str:
         return self._provider.model
 
-    def models_for(self, task_class: str) -> list[str]:
-        return self._routes.get(task_class, [self._provider.model])
+    def models_for(self, task_class: str | None) -> list[str]:
+        return self._routes.get(task_class or "draft", [self._provider.model])
 
     def model_for(self, request: ModelRequest) -> str:
         """The first model a request would go to (to price it before the call)."""
