@@ -64,8 +64,8 @@ class Budgets:
             limits[agent.name] = own | dict(overrides.get(agent.name, {}))
             if agent.budget.per_job_usd is not None:
                 per_job[agent.name] = agent.budget.per_job_usd
-        for name, own in overrides.items():
-            limits.setdefault(name, dict(own))
+        for name, given in overrides.items():
+            limits.setdefault(name, dict(given))
         return cls(agents=limits, per_job=per_job, **kwargs)
 
     def price(self, model: str, usage: Usage) -> float:

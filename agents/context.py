@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agents import policy, provenance
+from agents.approvals import supersede
 from agents.base import Agent, Capability
 from agents.budget import Budgets, allowance, job_spent
 from agents.cache import ModelCache, digest
@@ -28,7 +29,6 @@ from config.settings import ApprovalRule
 from connectors.base import Connector
 from store import events as ev
 from store import queries
-from store.errors import ConcurrencyError, NotFoundError
 from store.log import EventLog, utcnow
 from store.queries import ContactView
 
@@ -260,7 +260,8 @@ class AgentContext:
             if not result.duplicate:
                 return queries.get_contact(contact_id), True
             existing = queries.contact_by_email(email)
-            assert existing is not None
+            if existing is None:  # that contact's address was changed since: a new contact
+                return self._create_contact(name=name, email=email, company=company), True
         self._log.append(
             ev.contact_stream(existing.contact_id),
             [
@@ -272,6 +273,25 @@ class AgentContext:
             metadata=self._meta(),
         )
         return existing, False
+
+    def _create_contact(self, *, name: str, email: str, company: str) -> ContactView:
+        contact_id = uuid.uuid4().hex
+        result = self._log.append(
+            ev.contact_stream(contact_id),
+            [
+                ev.NewEvent(
+                    ev.ContactCreated(
+                        contact_id=contact_id, name=name, email=email.lower(), company=company
+                    ),
+                    idempotency_key=f"contact:{email.lower()}:{self.job_id}",
+                )
+            ],
+            metadata=self._meta(),
+            expected_version=0,
+        )
+        first = result.events[0].data
+        assert isinstance(first, ev.ContactCreated)
+        return queries.get_contact(first.contact_id)
 
     # Actions ---------------------------------------------------------------------------
 
@@ -285,6 +305,7 @@ class AgentContext:
         contact_id: str | None = None,
         revises: str | None = None,
         trusted: Mapping[str, Any] | None = None,
+        inherited_flags: Sequence[str] = (),
     ) -> Proposal:
         """Propose a write action; the approval policy decides whether it waits for the operator
         (the default), goes through, or is refused, and the log says which rule decided.
@@ -292,7 +313,8 @@ class AgentContext:
         Recipients, amounts and links are checked against the operator's input and the store
         (:mod:`agents.provenance`); what comes from neither is flagged in the approval and
         keeps the proposal from being approved automatically. ``trusted`` adds values the
-        operator gave outside the job's input (a correction). A recipient equal to the
+        operator gave outside the job's input (a correction); ``inherited_flags`` are the
+        warnings of the draft this one revises, kept while what they point at is still there. A recipient equal to the
         contact's address is bound to it: if the address changes before the decision,
         approving asks again. ``revises`` names the pending proposal this one replaces."""
         cap = Capability(connector, action, "write")
@@ -316,6 +338,9 @@ class AgentContext:
             ]
         )
         flags = provenance.review(conn.spec(action), connector, validated, sources)
+        flags = list(
+            dict.fromkeys([*provenance.still_relevant(inherited_flags, validated), *flags])
+        )
         bindings = self._bindings(validated, contact_id)
         decision = policy.evaluate(self._rules, connector, action, validated)
         if decision.verdict == "auto" and provenance.warnings(flags):
@@ -405,41 +430,6 @@ class AgentContext:
         if isinstance(to, str) and to.lower() == contact.email.lower():
             return {"to": f"contact:{contact_id}.email"}
         return {}
-
-
-def supersede(
-    log: EventLog, action_id: str, *, by_action_id: str, reason: str, meta: ev.Metadata
-) -> bool:
-    """Close a pending proposal as replaced by ``by_action_id``. False if it was no longer
-    pending (decided, expired or replaced already): the first outcome stands."""
-    stream = ev.action_stream(action_id)
-    version = log.stream_version(stream)
-    try:
-        approval = queries.approval_for_action(action_id)
-    except NotFoundError:
-        return False
-    if approval.status != "pending":
-        return False
-    try:
-        log.append(
-            stream,
-            [
-                ev.NewEvent(
-                    ev.ActionSuperseded(
-                        action_id=action_id,
-                        token=approval.token,
-                        by_action_id=by_action_id,
-                        reason=reason,
-                    ),
-                    idempotency_key=f"superseded:{action_id}",
-                )
-            ],
-            metadata=meta,
-            expected_version=version,
-        )
-    except ConcurrencyError:
-        return False
-    return True
 
 
 def _problems(exc: ValidationError) -> str:

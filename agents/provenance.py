@@ -79,6 +79,24 @@ def warnings(flags: Iterable[str]) -> list[str]:
     return [f for f in flags if f.startswith(WARNING)]
 
 
+def still_relevant(flags: Iterable[str], params: Mapping[str, Any]) -> list[str]:
+    """The warnings among ``flags`` whose address, link or amount still appears in ``params``."""
+    text = " ".join(_flatten(params.values())).lower()
+    numbers = frozenset(_numbers(text))
+    kept = []
+    for flag in warnings(flags):
+        body = flag.split(" since you were first asked")[0]
+        tokens = [m.group(0).lower() for m in _ADDRESS.finditer(body)]
+        tokens += [m.group(1).lower() for m in _URL.finditer(body)]
+        tokens += [
+            w for w in re.findall(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)+\b", body.lower()) if "@" not in w
+        ]
+        amounts = [_number(m) for m in _NUMBER.finditer(body) if not tokens]
+        if any(t in text for t in tokens) or any(a in numbers for a in amounts):
+            kept.append(flag)
+    return kept
+
+
 def _sensitive(name: str, value: Any, sources: Sources) -> list[str]:
     if isinstance(value, bool) or value is None:
         return []

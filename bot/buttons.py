@@ -1,6 +1,6 @@
 """Button data: short opaque tokens, resolved in the store (never state in the button).
 
-``ap:<token>:y|n``    approve / reject a proposed action
+``ap:<token>:y|n|e``  approve / reject / edit (correct in plain words) a proposed action
 ``q:<token>:d|r|x``   answer a question: it happened / retry / discard (b|s|p for budgets)
 ``ab:<token>:y``      approve every pending approval of a bundle offered by /approvals
 """
@@ -26,6 +26,11 @@ class ApprovalChoice:
 
 
 @dataclass(frozen=True)
+class EditChoice:
+    token: str
+
+
+@dataclass(frozen=True)
 class BundleChoice:
     token: str
 
@@ -36,9 +41,13 @@ class QuestionChoice:
     choice: str
 
 
-def approval_buttons(token: str, *, approve_label: str) -> tuple[Button, ...]:
+def approval_buttons(
+    token: str, *, approve_label: str, editable: bool = False
+) -> tuple[Button, ...]:
+    edit = (Button("Edit", f"{APPROVAL}:{token}:e"),) if editable else ()
     return (
         Button(approve_label, f"{APPROVAL}:{token}:y"),
+        *edit,
         Button("Reject", f"{APPROVAL}:{token}:n"),
     )
 
@@ -58,7 +67,9 @@ def _valid_token(token: str) -> bool:
     return bool(token) and len(token) <= 32 and all(c.isalnum() or c in "-_" for c in token)
 
 
-def parse_button(data: str) -> ApprovalChoice | QuestionChoice | BundleChoice | None:
+def parse_button(
+    data: str,
+) -> ApprovalChoice | QuestionChoice | BundleChoice | EditChoice | None:
     """Pure: the choice a button's data encodes, or ``None`` if it is not ours."""
     parts = data.split(":")
     if len(parts) != 3 or not _valid_token(parts[1]):
@@ -66,6 +77,8 @@ def parse_button(data: str) -> ApprovalChoice | QuestionChoice | BundleChoice | 
     kind, token, code = parts
     if kind == APPROVAL and code in {"y", "n"}:
         return ApprovalChoice(token=token, approve=code == "y")
+    if kind == APPROVAL and code == "e":
+        return EditChoice(token=token)
     if kind == BUNDLE and code == "y":
         return BundleChoice(token=token)
     if kind == QUESTION and code in _CODE_CHOICES:

@@ -52,6 +52,12 @@ COMMANDS: dict[str, CommandSpec] = {
             needs_args=True,
         ),
         CommandSpec(
+            "contact",
+            "/contact <email> email=<new> name=<First_Last> company=<Name>",
+            "correct a contact; drafts waiting for the old details ask again",
+            needs_args=True,
+        ),
+        CommandSpec(
             "pair",
             "/pair <code>",
             "claim this bot with the code `opcore pair <channel>` printed",

@@ -18,10 +18,11 @@ from agents.errors import AgentInputError, RegistryError
 from agents.lead import parse_lead
 from agents.questions import Answer
 from bot import render
-from bot.buttons import BundleChoice, QuestionChoice, bundle_button, parse_button
+from bot.buttons import BundleChoice, EditChoice, QuestionChoice, bundle_button, parse_button
 from bot.commands import COMMANDS, ParsedCommand, help_text, parse_command
 from bot.messages import MAX_TEXT, ButtonPress, InboundMessage, Reply
 from config import Settings
+from connectors.email import is_sendable_address
 from jobs.service import JobRequest, JobService
 from store import queries
 from store.errors import NotFoundError
@@ -53,6 +54,7 @@ class Dispatcher:
             "cancel": self._cancel,
             "undo": self._undo,
             "pair": lambda msg, cmd: [self._pair(msg, cmd)],
+            "contact": self._contact,
         }
         missing = set(COMMANDS) - set(self._handlers)
         if missing:
@@ -108,6 +110,9 @@ class Dispatcher:
             ]
         command = parse_command(text)
         if command is None:
+            editing = self._service.pending_edit(msg.channel, msg.chat_id)
+            if editing is not None:
+                return self._correct(msg, editing, text)
             return [Reply("I work with commands for now. Try /help.")]
         spec = COMMANDS.get(command.name)
         if spec is None:
@@ -131,6 +136,45 @@ class Dispatcher:
         return Reply(
             f"That code is not valid here, or it expired. Run `opcore pair {msg.channel}` again."
         )
+
+    def _correct(self, msg: InboundMessage, approval: ApprovalView, text: str) -> list[Reply]:
+        submitted = self._service.revise(
+            approval,
+            text,
+            by=msg.sender,
+            channel=msg.channel,
+            chat_id=msg.chat_id,
+            inbound_key=_inbound_key(msg.channel, msg.platform_id) if msg.platform_id else None,
+        )
+        self.on_job_activity(submitted.job.job_id)
+        action = queries.get_action(approval.action_id)
+        return [
+            Reply(
+                f'Revising "{action.summary}" with your correction; the new draft will come '
+                f"for approval. [job {submitted.job.short_id}]"
+            )
+        ]
+
+    def _contact(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        parts = cmd.args.split()
+        changes = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+        unknown = set(changes) - {"email", "name", "company"}
+        if not parts or not changes or unknown or len(changes) != len(parts) - 1:
+            return [Reply(f"Usage: {COMMANDS['contact'].usage}")]
+        changes = {k: v.replace("_", " ") if k != "email" else v for k, v in changes.items()}
+        if "email" in changes and not is_sendable_address(changes["email"]):
+            return [Reply(f"{changes['email']} does not look like an address I can send to.")]
+        try:
+            contact = self._service.update_contact(parts[0], changes, by=msg.sender)
+        except (NotFoundError, ValueError) as exc:
+            return [Reply(f"{exc}. Nothing changed.")]
+        return [
+            Reply(
+                f"Updated: {contact.name} <{contact.email}>"
+                + (f" ({contact.company})" if contact.company else "")
+                + ". Pending drafts to the old address will ask again before sending."
+            )
+        ]
 
     def _help(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         return [Reply(help_text())]
@@ -177,14 +221,18 @@ class Dispatcher:
             action = queries.get_action(approval.action_id)
             groups.setdefault(f"{action.connector}.{action.action}", []).append((approval, action))
         for kind, items in groups.items():
-            if len(items) > 1:
-                token = bundle(self._log, kind, [a.token for a, _ in items], by=msg.sender)
-                who = ", ".join(str(act.params.get("to", act.summary)) for _, act in items[:5])
-                more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+            # A flagged proposal is decided on its own, never inside "Approve all".
+            clean = [(a, act) for a, act in items if not any(f.startswith("⚠") for f in act.flags)]
+            if len(clean) > 1:
+                token = bundle(self._log, kind, [a.token for a, _ in clean], by=msg.sender)
+                who = ", ".join(str(act.params.get("to", act.summary)) for _, act in clean[:5])
+                more = f" and {len(clean) - 5} more" if len(clean) > 5 else ""
+                flagged = len(items) - len(clean)
+                apart = f" ({flagged} flagged, to decide one by one below)" if flagged else ""
                 replies.append(
                     Reply(
-                        f"{len(items)} waiting of kind {kind}: {who}{more}",
-                        (bundle_button(token, len(items)),),
+                        f"{len(clean)} waiting of kind {kind}: {who}{more}{apart}",
+                        (bundle_button(token, len(clean)),),
                     )
                 )
             for approval, action in items:
@@ -284,6 +332,17 @@ class Dispatcher:
             return self._answer(press, choice)
         if isinstance(choice, BundleChoice):
             return self._approve_all(press, choice)
+        if isinstance(choice, EditChoice):
+            editing = self._service.request_edit(
+                choice.token, by=press.sender, channel=press.channel, chat_id=press.chat_id
+            )
+            if editing is None:
+                return Reply("That draft is no longer waiting; nothing to edit. See /approvals.")
+            return Reply(
+                "What should change? Write it in plain words as your next message, e.g. "
+                '"shorter, and offer Tuesday or Wednesday for the call". '
+                "The draft waits, unchanged, until the new one comes."
+            )
         result = self._service.decide(
             choice.token, approve=choice.approve, decided_by=press.sender, channel=press.channel
         )
@@ -297,6 +356,14 @@ class Dispatcher:
                 return Reply(f"Approved: {action.summary}. Working on it. [job {job.short_id}]")
             case Outcome.REJECTED:
                 return Reply(f"Rejected: nothing sent. (/trace {job.short_id})")
+            case Outcome.CHANGED:
+                card = render.proposal(
+                    job,
+                    action,
+                    approval,
+                    headline=f"Not sent: {result.reason} since you were asked. Here it is again",
+                )
+                return card
             case Outcome.EXPIRED:
                 return Reply(
                     f"This approval expired at {render.when(approval.expires_at)}; nothing was sent. "

@@ -28,6 +28,8 @@ WATCHED = (
     ev.ActionCompensated.type_name,
     ev.QuestionAsked.type_name,  # failures for good, unknown outcomes, budgets: with buttons
     ev.BudgetWarning.type_name,
+    ev.ApprovalExpired.type_name,  # only the reconciler's: a tap on an expired button is answered
+    ev.ApprovalsReminded.type_name,
 )
 
 
@@ -73,6 +75,32 @@ def notification_for(event: ev.RecordedEvent) -> Outbound | None:
                     f"for {data.period} (80 %). /budget for details."
                 )
                 return Outbound(job.channel, job.chat_id, Reply(text))
+            case ev.ApprovalExpired() if event.metadata.actor == "reconciler":
+                action = queries.get_action(data.action_id)
+                job = queries.get_job(action.job_id)
+                text = (
+                    f"Expired without a decision, so not done: {action.summary}. "
+                    f"(/trace {job.short_id})"
+                )
+                return Outbound(job.channel, job.chat_id, Reply(text))
+            case ev.ApprovalsReminded():
+                items = []
+                for token in data.tokens:
+                    approval = queries.get_approval(token)
+                    if approval.status == "pending":
+                        items.append((approval, queries.get_action(approval.action_id)))
+                if not items:
+                    return None  # all decided since
+                if len(items) == 1:
+                    approval, action = items[0]
+                    card = render.proposal(
+                        queries.get_job(approval.job_id),
+                        action,
+                        approval,
+                        headline=f"Reminder: waiting since {render.when(approval.requested_at)}.",
+                    )
+                    return Outbound(data.channel, data.chat_id, card)
+                return Outbound(data.channel, data.chat_id, Reply(render.reminder(data, items)))
             case ev.ActionCompensated():
                 action = queries.get_action(data.action_id)
                 job = queries.get_job(action.job_id)

@@ -31,15 +31,45 @@ def approve_label(action: ActionView) -> str:
     return "Approve and send" if action.action == "send_email" else "Approve"
 
 
+def flags_block(action: ActionView) -> str:
+    """What to look at before approving (warnings first), or nothing."""
+    if not action.flags:
+        return ""
+    ordered = sorted(action.flags, key=lambda f: not f.startswith("⚠"))
+    head = "CHECK BEFORE APPROVING:" if any(f.startswith("⚠") for f in ordered) else "Note:"
+    return "\n".join([head, *ordered]) + "\n"
+
+
 def proposal(
     job: JobView, action: ActionView, approval: ApprovalView, *, headline: str = ""
 ) -> Reply:
-    """One pending action with its Approve / Reject buttons."""
+    """One pending action with its Approve / (Edit) / Reject buttons; anything unusual about
+    it (a recipient or amount nobody gave, a changed address) above the preview."""
     head = headline or job.summary or action.summary
     return Reply(
-        f"{head} [job {job.short_id}]\n{action_preview(action)}",
-        approval_buttons(approval.token, approve_label=approve_label(action)),
+        f"{head} [job {job.short_id}]\n{flags_block(action)}{action_preview(action)}",
+        approval_buttons(
+            approval.token,
+            approve_label=approve_label(action),
+            editable=(action.connector, action.action) == ("email", "send_email"),
+        ),
     )
+
+
+def reminder(data: ev.ApprovalsReminded, items: Sequence[tuple[ApprovalView, ActionView]]) -> str:
+    """One reminder for the decisions waiting in a chat."""
+    waiting = len(items)
+    lines = [
+        f"Reminder: {waiting} decision{'s' if waiting != 1 else ''} waiting for you "
+        f"(the oldest since {when(data.oldest_requested_at)}):"
+    ]
+    for approval, action in items[:10]:
+        warn = " ⚠" if any(f.startswith("⚠") for f in action.flags) else ""
+        lines.append(f"- {action.summary}{warn} (expires {when(approval.expires_at)})")
+    if waiting > 10:
+        lines.append(f"… and {waiting - 10} more")
+    lines.append("/approvals to decide, with buttons.")
+    return "\n".join(lines)
 
 
 def question(job: JobView, q: QuestionView, action: ActionView | None) -> Reply:
@@ -128,7 +158,21 @@ def _describe(event: ev.RecordedEvent) -> str:
         case ev.BudgetOverride():
             return f"${d.usd:.4f} more allowed once by {d.by}"
         case ev.ActionProposed():
-            return d.summary
+            extra = "".join(f"\n      {flag}" for flag in d.flags)
+            again = f" (replaces {short_id(d.revises)})" if d.revises else ""
+            return f"{d.summary}{again}{extra}"
+        case ev.ActionSuperseded():
+            return f"replaced by {short_id(d.by_action_id)}: {d.reason}"
+        case ev.EditRequested():
+            return f"{d.by} asked to edit it"
+        case ev.EditSubmitted():
+            return f"correction sent to revision job {short_id(d.job_id)}: {d.correction!r}"
+        case ev.ContactUpdated():
+            return "updated: " + ", ".join(
+                f"{k} {v}"
+                for k, v in (("name", d.name), ("email", d.email), ("company", d.company))
+                if v
+            )
         case ev.ApprovalRequested():
             return f"buttons sent, expire {when(d.expires_at)}"
         case ev.ApprovalDecided():

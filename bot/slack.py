@@ -59,7 +59,7 @@ from slack_sdk.socket_mode.client import BaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
-from bot.buttons import parse_button
+from bot.buttons import EditChoice, parse_button
 from bot.channel import Channel
 from bot.dispatch import Dispatcher
 from bot.errors import ChannelError
@@ -525,9 +525,11 @@ class SlackChannel(Channel):
                 return
             try:
                 reply = self._dispatcher.handle_button(press)
+                choice = parse_button(press.data)
                 decision = (
                     bool(reply.text)
-                    and parse_button(press.data) is not None
+                    and choice is not None
+                    and not isinstance(choice, EditChoice)  # the draft still waits
                     and self._dispatcher.is_operator(press.channel, press.sender_id)
                 )
             except Exception:  # logged and answered; the channel goes on
@@ -545,6 +547,9 @@ class SlackChannel(Channel):
     ) -> None:
         """Update the message the button was on: the decision and who made it, no buttons
         (so they cannot be pressed twice); if it cannot be updated, say it instead."""
+        if reply.buttons:  # asked again (an input changed): the new card, with its buttons
+            self._reply(press.chat_id, reply)
+            reply = Reply(reply.text.split("\n")[0])
         message = as_dict(body.get("message"))
         ts = as_str(message.get("ts")) or as_str(as_dict(body.get("container")).get("message_ts"))
         update = decided(message, reply.text, press.sender_id)

@@ -45,7 +45,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bot.buttons import parse_button
+from bot.buttons import EditChoice, parse_button
 from bot.channel import Channel
 from bot.commands import COMMANDS
 from bot.dispatch import Dispatcher
@@ -437,14 +437,18 @@ class TelegramChannel(Channel):
             await self._answer(query, answer)
         if decision:
             await self._show_decision(query, reply, chat_id)
+        elif reply.text and isinstance(parse_button(press.data), EditChoice):
+            await self._send(chat_id, Reply(reply.text))  # the prompt, not only a toast
 
     def _press(self, press: ButtonPress) -> tuple[Reply, bool]:
         """In a worker thread: the dispatcher's answer, and whether it is a decision an
         operator took on one of our buttons (the message then shows it, without buttons)."""
         reply = self._dispatcher.handle_button(press)
+        choice = parse_button(press.data)
         decision = (
             bool(reply.text)
-            and parse_button(press.data) is not None
+            and choice is not None
+            and not isinstance(choice, EditChoice)  # the draft still waits, buttons and all
             and self._dispatcher.is_operator(press.channel, press.sender_id)
         )
         return reply, decision
@@ -464,7 +468,7 @@ class TelegramChannel(Channel):
         original = message.text if isinstance(message, Message) and message.text else ""
         try:
             await self._app.bot.edit_message_text(
-                decided(original, reply.text, who),
+                decided(original, reply.text.split("\n")[0] if reply.buttons else reply.text, who),
                 chat_id=message.chat.id,
                 message_id=message.message_id,
                 parse_mode=ParseMode.HTML,
@@ -477,6 +481,9 @@ class TelegramChannel(Channel):
                 exc,
             )
             await self._send(chat_id, Reply(reply.text))
+            return
+        if reply.buttons:  # asked again (an input changed): the new card, with its buttons
+            await self._send(chat_id, reply)
 
     async def _on_other(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not isinstance(update, Update):

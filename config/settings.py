@@ -127,7 +127,16 @@ class Settings(BaseSettings):
         "the default for every kind is to ask.",
     )
     approval_ttl_hours: float = Field(
-        default=72.0, gt=0, description="How long a button stays valid."
+        default=24.0,
+        gt=0,
+        description="How long a proposal waits for a decision before it expires unexecuted "
+        "(per kind: expires_hours in OPCORE_APPROVAL_RULES).",
+    )
+    approval_reminder_hours: float = Field(
+        default=4.0,
+        ge=0,
+        description="Remind the operator of decisions waiting longer than this, once per "
+        "period per chat; 0 = no reminders.",
     )
     console_drain_seconds: float = Field(
         default=60.0,

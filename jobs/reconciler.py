@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from agents import approvals
 from store import events as ev
 from store import queries, snapshots
 from store.log import EventLog, utcnow
@@ -39,6 +40,7 @@ class Reconciler:
     send_action: Callable[[str], bool]
     queue_lease: timedelta
     run_lease: timedelta
+    remind_after: timedelta | None = None
 
     def with_leases(self, lease: timedelta) -> Reconciler:
         return replace(self, queue_lease=lease, run_lease=lease)
@@ -76,6 +78,11 @@ class Reconciler:
             )
             if self.send_action(action.action_id):
                 actions.append(action.action_id)
+        swept = approvals.sweep(self.log, now=moment, remind_after=self.remind_after)
+        if swept.expired or swept.reminders:
+            logger.info(
+                "expired %d approval(s), sent %d reminder(s)", swept.expired, swept.reminders
+            )
         if jobs or actions:
             logger.warning("reconciler re-sent %d job(s) and %d action(s)", len(jobs), len(actions))
         return ReconcileReport(tuple(jobs), tuple(actions))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import dramatiq
 from dramatiq import Broker
 
+from agents.base import Agent
 from agents.budget import Budgets
 from agents.cache import ModelCache
 from agents.lead import LeadAgent
@@ -18,6 +20,7 @@ from agents.providers.openai import OpenAIChatProvider
 from agents.providers.router import ModelRouter
 from agents.registry import AgentRegistry
 from agents.retry import RetryPolicy
+from agents.revise import ReviseAgent
 from agents.runner import JobRunner
 from config import ConfigError, Settings
 from connectors.base import Connector
@@ -87,7 +90,7 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.resolved_database_url)
     connectors = make_connectors(settings)
-    agents = [LeadAgent()]
+    agents: list[Agent[Any, Any]] = [LeadAgent(), ReviseAgent()]
     registry = AgentRegistry.with_agents(connectors, agents)
     model = make_model(settings)
     faults = FaultInjector(settings.faults, marker_dir=settings.data_dir)

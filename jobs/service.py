@@ -23,13 +23,14 @@ from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime
 from store import events as ev
 from store import queries
-from store.errors import StoreError
+from store.errors import NotFoundError, StoreError
 from store.log import utcnow
-from store.queries import JobView
+from store.queries import ApprovalView, ContactView, JobView
 
 logger = logging.getLogger(__name__)
 
 IN_FLIGHT_JOB = {"queued", "running", "retrying"}
+EDIT_WINDOW = timedelta(hours=1)
 IN_FLIGHT_ACTION = {"approved", "running", "retrying"}
 
 
@@ -105,6 +106,100 @@ class JobService:
         if result.outcome is Outcome.APPROVED and result.action is not None:
             self.send_action(result.action.action_id)
         return result
+
+    # Edits -----------------------------------------------------------------------------
+
+    def request_edit(
+        self, token: str, *, by: str, channel: str, chat_id: str
+    ) -> ApprovalView | None:
+        """Mark the approval as being edited from this chat; None if it is not pending."""
+        try:
+            approval = queries.get_approval(token)
+        except NotFoundError:
+            return None
+        if approval.status != "pending":
+            return None
+        self._rt.store.log.append(
+            ev.action_stream(approval.action_id),
+            [
+                ev.EditRequested(
+                    action_id=approval.action_id,
+                    token=token,
+                    channel=channel,
+                    chat_id=chat_id,
+                    by=by,
+                )
+            ],
+            metadata=ev.Metadata(actor=by, correlation_id=approval.job_id),
+        )
+        return approval
+
+    def pending_edit(self, channel: str, chat_id: str) -> ApprovalView | None:
+        """The proposal this chat's next plain message corrects (Edit pressed < 1 h ago)."""
+        return queries.pending_edit(channel, chat_id, since=utcnow() - EDIT_WINDOW)
+
+    def revise(
+        self,
+        approval: ApprovalView,
+        correction: str,
+        *,
+        by: str,
+        channel: str,
+        chat_id: str,
+        inbound_key: str | None = None,
+    ) -> Submitted:
+        """Send the correction to a revision job; the draft stays pending until replaced."""
+        submitted = self.submit(
+            JobRequest(
+                agent="revise",
+                input={"action_id": approval.action_id, "correction": correction},
+                text=correction,
+                channel=channel,
+                chat_id=chat_id,
+                requested_by=by,
+                inbound_key=inbound_key,
+            )
+        )
+        if not submitted.duplicate:
+            self._rt.store.log.append(
+                ev.action_stream(approval.action_id),
+                [
+                    ev.EditSubmitted(
+                        action_id=approval.action_id,
+                        token=approval.token,
+                        job_id=submitted.job.job_id,
+                        correction=correction,
+                    )
+                ],
+                metadata=ev.Metadata(actor=by, correlation_id=approval.job_id),
+            )
+        return submitted
+
+    # Contacts --------------------------------------------------------------------------
+
+    def update_contact(self, email: str, changes: dict[str, str], *, by: str) -> ContactView:
+        """Correct a contact (name, email, company). Pending proposals bound to the old value
+        ask again when approved."""
+        contact = queries.contact_by_email(email)
+        if contact is None:
+            raise NotFoundError(f"no contact with the address {email}")
+        new_email = changes.get("email")
+        if new_email and new_email.lower() != contact.email and queries.contact_by_email(new_email):
+            raise ValueError(f"{new_email} is already another contact's address")
+        self._rt.store.log.append(
+            ev.contact_stream(contact.contact_id),
+            [
+                ev.ContactUpdated(
+                    contact_id=contact.contact_id,
+                    name=changes.get("name"),
+                    email=new_email.lower() if new_email else None,
+                    company=changes.get("company"),
+                    previous_email=contact.email if new_email else None,
+                )
+            ],
+            metadata=ev.Metadata(actor=by),
+        )
+        return queries.get_contact(contact.contact_id)
 
     def answer(self, token: str, choice: str, *, by: str, channel: str) -> AnswerResult:
         result = questions.answer(self._rt.store.log, token, choice, by=by, channel=channel)
@@ -197,6 +292,9 @@ class JobService:
             send_action=self.send_action,
             queue_lease=timedelta(seconds=settings.queue_lease_seconds),
             run_lease=timedelta(seconds=settings.job_lease_seconds),
+            remind_after=timedelta(hours=settings.approval_reminder_hours)
+            if settings.approval_reminder_hours
+            else None,
         )
 
     def send_job(self, job_id: str) -> bool:

@@ -311,12 +311,24 @@ class EditRequested(EventData):
     by: str
 
 
+@event_type("EditSubmitted")
+class EditSubmitted(EventData):
+    """The operator's correction of a pending proposal went to a revision job."""
+
+    action_id: str
+    token: str
+    job_id: str
+    correction: str
+
+
 @event_type("ApprovalsReminded")
 class ApprovalsReminded(EventData):
-    """One reminder listed these pending approvals."""
+    """One reminder, to one chat, listed these pending approvals."""
 
     tokens: list[str]
     oldest_requested_at: datetime
+    channel: str
+    chat_id: str
 
 
 REMINDER_STREAM = "reminders"

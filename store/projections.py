@@ -420,6 +420,11 @@ def _edit_requested(d: ev.EditRequested, at: datetime, rows: Rows) -> None:
     rows.update(ApprovalRow, d.token, edit_chat=f"{d.channel}:{d.chat_id}", edit_requested_at=at)
 
 
+@handles(ev.EditSubmitted)
+def _edit_submitted(d: ev.EditSubmitted, at: datetime, rows: Rows) -> None:
+    rows.update(ApprovalRow, d.token, edit_chat=None, edit_requested_at=None)
+
+
 @handles(ev.ApprovalsReminded)
 def _approvals_reminded(d: ev.ApprovalsReminded, at: datetime, rows: Rows) -> None:
     for token in d.tokens:

@@ -293,6 +293,13 @@ def pending_edit(channel: str, chat_id: str, *, since: datetime) -> ApprovalView
     return None if row is None else _approval(row)
 
 
+def expired_pending_approvals(*, now: datetime) -> list[ApprovalView]:
+    query = ApprovalRow.select().where(
+        (ApprovalRow.status == "pending") & (ApprovalRow.expires_at <= now.replace(tzinfo=None))
+    )
+    return [_approval(r) for r in query]
+
+
 def approvals_to_remind(
     *, requested_before: datetime, reminded_before: datetime
 ) -> list[ApprovalView]:

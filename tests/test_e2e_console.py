@@ -59,7 +59,7 @@ def run_scenario(env: dict[str, str], cwd: Path, data_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "New lead: Jane Doe (Acme). Drafted a reply" in out
     assert "To: jane@acme.example  Subject: Website audit for Acme" in out
-    assert "[1] Approve and send   [2] Reject" in out
+    assert "[1] Approve and send   [2] Edit   [3] Reject" in out
     assert "Sent to jane@acme.example." in out
     assert "Already decided: approved by console:local" in out
     job = job_id_in(out)
@@ -87,7 +87,7 @@ def test_a_lead_goes_from_the_console_to_an_outbox_email_on_the_embedded_default
 def test_reject_sends_nothing_and_the_trace_shows_why(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = opcore_env(data)
-    result = opcore(["console"], env, stdin=f"{LEAD}\n2\n", cwd=tmp_path)
+    result = opcore(["console"], env, stdin=f"{LEAD}\n3\n", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Rejected: nothing sent" in result.stdout
     job = job_id_in(result.stdout)

@@ -194,7 +194,7 @@ def test_a_flushed_redis_loses_no_job(
         approve = opcore(
             ["console"],
             {**env, "OPCORE_CONSOLE_DRAIN_SECONDS": "30"},
-            stdin="1\n3\n",
+            stdin="1\n4\n",
             cwd=tmp_path,
             timeout=90,
         )

@@ -125,7 +125,7 @@ def test_status_trace_and_approvals_answer(dispatcher: Dispatcher) -> None:
     assert "JobRequested" in trace.text and "ApprovalRequested" in trace.text
     header, proposal = dispatcher.handle_message(msg("/approvals"))
     assert header.text == "1 waiting for you:"
-    assert [b.label for b in proposal.buttons] == ["Approve and send", "Reject"]
+    assert [b.label for b in proposal.buttons] == ["Approve and send", "Edit", "Reject"]
     [missing] = dispatcher.handle_message(msg("/trace ffffff"))
     assert "no job" in missing.text
 

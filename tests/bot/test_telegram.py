@@ -183,7 +183,7 @@ def test_a_lead_goes_from_a_telegram_message_to_exactly_one_sent_email(bot: Bot)
     assert draft["text"].startswith("New lead: Jane Doe (Acme).")
     assert "To: jane@acme.example" in draft["text"]
     buttons = draft["reply_markup"]["inline_keyboard"]
-    assert [[b["text"] for b in row] for row in buttons] == [["Approve and send", "Reject"]]
+    assert [[b["text"] for b in row] for row in buttons] == [["Approve and send", "Edit", "Reject"]]
     assert all(b["callback_data"].startswith("ap:") for b in buttons[0])
     assert all(p["parse_mode"] == "HTML" for p in bot.api.sent())
 
