@@ -87,3 +87,14 @@ def approve(store: Store, *, action_id: str = "a1", token: str = "tok", job_id: 
         ],
         metadata=meta(job_id),
     )
+
+
+def create_contact(
+    store: Store, *, contact_id: str = "c1", email: str = "jane@acme.example", name: str = "Jane"
+) -> str:
+    store.log.append(
+        ev.contact_stream(contact_id),
+        [ev.ContactCreated(contact_id=contact_id, name=name, email=email, company="")],
+        metadata=ev.Metadata(actor="test"),
+    )
+    return contact_id

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from agents import questions
-from agents.base import Agent, Capability
+from agents.base import Agent, AgentBudget, Capability
 from agents.budget import Budgets
 from agents.context import AgentContext
 from agents.providers.base import ChatMessage, ModelProvider, ModelRequest, ModelResponse, Usage
@@ -196,3 +196,79 @@ def test_the_budget_command_shows_spend_against_budgets(data_dir: Path) -> None:
 def _reset() -> Iterator[None]:
     Fixed.calls = 0
     yield
+
+
+class Capped(Looper):
+    """The same loop, with a declared per-job budget and the cheap model tier."""
+
+    name = "capped"
+    model_tier = "classify"
+    budget = AgentBudget(per_job_usd=0.05, daily_usd=0.5)
+
+
+def test_an_agents_declared_per_job_budget_stops_its_loop(store: Store, tmp_path: Path) -> None:
+    request_job(store, agent="capped", payload={"calls": 50})
+    connectors = {
+        "email": EmailConnector(sender="me@example.com", delivery=OutboxDelivery(tmp_path))
+    }
+    declared = Budgets.declared(
+        [Capped()],
+        overrides={},
+        prices=PRICE,
+        default_price=(5.0, 15.0),
+        daily_usd=100.0,
+        monthly_usd=100.0,
+    )
+    assert declared.agents["capped"] == {"daily": 0.5}
+    outcome = JobRunner(
+        log=store.log,
+        registry=AgentRegistry.with_agents(connectors, [Capped()]),
+        model=Fixed(),
+        approval_ttl=timedelta(hours=1),
+        operator_name="",
+        budgets=declared,
+    ).run("j1")
+    assert outcome.status == "blocked"
+    spent = sum(c.cost_usd for c in model_calls(store))
+    [blocked] = [
+        e.data for e in store.log.read_correlated("j1") if isinstance(e.data, ev.BudgetBlocked)
+    ]
+    assert blocked.scope == "job:capped" and blocked.limit_usd == 0.05
+    assert 0 < spent <= 0.05 < spent + blocked.estimate_usd  # stopped before, not after
+
+
+def test_settings_override_a_declared_agent_budget() -> None:
+    declared = Budgets.declared(
+        [Capped()],
+        overrides={"capped": {"daily": 2.0}, "other": {"monthly": 3.0}},
+        prices=PRICE,
+        default_price=(5.0, 15.0),
+        daily_usd=1.0,
+        monthly_usd=1.0,
+    )
+    assert declared.agents == {"capped": {"daily": 2.0}, "other": {"monthly": 3.0}}
+    assert declared.per_job == {"capped": 0.05}
+
+
+def test_a_request_without_a_task_class_goes_to_the_agents_model_tier(
+    store: Store, tmp_path: Path
+) -> None:
+    seen: list[str | None] = []
+
+    class Recording(Fixed):
+        def complete(self, request: ModelRequest) -> ModelResponse:
+            seen.append(request.task_class)
+            return super().complete(request)
+
+    request_job(store, agent="capped", payload={"calls": 1})
+    connectors = {
+        "email": EmailConnector(sender="me@example.com", delivery=OutboxDelivery(tmp_path))
+    }
+    JobRunner(
+        log=store.log,
+        registry=AgentRegistry.with_agents(connectors, [Capped()]),
+        model=Recording(),
+        approval_ttl=timedelta(hours=1),
+        operator_name="",
+    ).run("j1")
+    assert seen == ["classify"]
