@@ -25,6 +25,7 @@ from agents.budget import Budgets, allowance, job_spent
 from agents.cache import ModelCache, digest
 from agents.errors import CapabilityError, ProviderResponseError
 from agents.providers.base import ChatMessage, ModelProvider, ModelRequest, ModelResponse
+from agents.providers.offline import OfflineProvider
 from config.settings import ApprovalRule
 from connectors.base import Connector
 from store import events as ev
@@ -83,6 +84,7 @@ class AgentContext:
         self._input: dict[str, Any] = (
             dict(requested.input) if isinstance(requested, ev.JobRequested) else {}
         )
+        self.channel = requested.channel if isinstance(requested, ev.JobRequested) else ""
 
     # Checkpoints -----------------------------------------------------------------------
 
@@ -306,6 +308,8 @@ class AgentContext:
         revises: str | None = None,
         trusted: Mapping[str, Any] | None = None,
         inherited_flags: Sequence[str] = (),
+        preliminary: bool = False,
+        revision_reason: str = "revised on request",
     ) -> Proposal:
         """Propose a write action; the approval policy decides whether it waits for the operator
         (the default), goes through, or is refused, and the log says which rule decided.
@@ -392,6 +396,7 @@ class AgentContext:
                         flags=flags,
                         bindings=bindings,
                         revises=revises,
+                        preliminary=preliminary,
                     ),
                     idempotency_key=key,
                 ),
@@ -412,14 +417,33 @@ class AgentContext:
             approval = queries.approval_for_action(first.action_id)
             action_id, token = first.action_id, approval.token
         if revises is not None:
-            supersede(
+            supersede(  # a quick draft or an edited one: closed unless decided meanwhile
                 self._log,
                 revises,
                 by_action_id=action_id,
-                reason="revised on request",
+                reason=revision_reason,
                 meta=self._meta(),
             )
         return Proposal(action_id=action_id, token=token, summary=summary)
+
+    def asks(self, connector: str, action: str, params: Mapping[str, Any]) -> bool:
+        """Whether the approval policy would ask the operator about this action."""
+        return policy.evaluate(self._rules, connector, action, params).verdict == "ask"
+
+    def decided(self, action_id: str) -> bool:
+        """Whether the operator (or a rule) decided on this proposal: it is no longer pending."""
+        return queries.approval_for_action(action_id).status not in {"pending", "superseded"}
+
+    def withdraw(self, action_id: str, *, because_of: str, reason: str) -> bool:
+        """Close this job's own pending proposal unexecuted (``because_of`` stands instead)."""
+        return supersede(
+            self._log, action_id, by_action_id=because_of, reason=reason, meta=self._meta()
+        )
+
+    @property
+    def offline(self) -> bool:
+        """Whether the model is the offline template provider (no real model configured)."""
+        return isinstance(self._model, OfflineProvider)
 
     @staticmethod
     def _bindings(params: Mapping[str, Any], contact_id: str | None) -> dict[str, str]:

@@ -16,13 +16,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.base import Agent, Capability
-from agents.context import AgentContext
+from agents.context import AgentContext, Proposal
 from agents.errors import AgentInputError
 from agents.providers.base import ChatMessage, ModelRequest
 from agents.providers.offline import register_offline_task
 from connectors.email import is_sendable_address
 
 DRAFT_TASK = "lead.draft_reply"
+EDITS_IN_PLACE = frozenset({"telegram", "slack"})  # channels that replace a quick draft's message
 USAGE = "/lead <name> <email> <what they want>, e.g. /lead Jane Doe <jane@acme.example> wants a website audit, budget 3k"
 
 _EMAIL = re.compile(r"<?\b([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)\b>?")
@@ -180,6 +181,20 @@ def _article(phrase: str) -> str:
 
 register_offline_task(DRAFT_TASK, offline_draft)
 
+
+def _facts(ctx: AgentContext, payload: LeadInput, contact: dict[str, Any]) -> dict[str, str]:
+    return {
+        "name": contact["name"],
+        "email": contact["email"],
+        "company": contact["company"],
+        "need": payload.need,
+        "budget": payload.budget,
+        "message": payload.text,
+        "operator": ctx.operator_name,
+        "subject": subject_for(payload),
+    }
+
+
 SYSTEM_PROMPT = (
     "You draft the first reply to a sales lead for a solo consultant. Write in the consultant's "
     "voice: warm, brief, specific, no hype. Ask the two or three questions needed to scope the "
@@ -199,6 +214,16 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
     def run(self, ctx: AgentContext, payload: LeadInput) -> LeadOutput:
         contact = ctx.step("contact", lambda: self._contact(ctx, payload))
         ctx.contact_id = contact["contact_id"]
+        quick = self._quick_draft(ctx, payload, contact)
+        if quick is not None and ctx.decided(quick.action_id):
+            # Decided on the quick draft before the model answered: that decision stands.
+            return LeadOutput(
+                contact_id=contact["contact_id"],
+                contact_created=contact["created"],
+                action_id=quick.action_id,
+                subject=subject_for(payload),
+                offline=True,
+            )
         draft = ctx.step("draft", lambda: self._draft(ctx, payload, contact))
         proposal = ctx.propose(
             "email",
@@ -206,13 +231,46 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
             {"to": contact["email"], "subject": draft["subject"], "body": draft["body"]},
             summary=f"Send email to {contact['email']}: {draft['subject']}",
             contact_id=contact["contact_id"],
+            revises=quick.action_id if quick else None,
+            revision_reason="the model's draft replaces the quick one",
         )
+        if quick is not None and ctx.decided(quick.action_id):  # pressed in the last instant
+            ctx.withdraw(
+                proposal.action_id,
+                because_of=quick.action_id,
+                reason="you decided on the quick draft first",
+            )
+            proposal = quick
         return LeadOutput(
             contact_id=contact["contact_id"],
             contact_created=contact["created"],
             action_id=proposal.action_id,
             subject=draft["subject"],
             offline=draft["offline"],
+        )
+
+    @staticmethod
+    def _quick_draft(
+        ctx: AgentContext, payload: LeadInput, contact: dict[str, Any]
+    ) -> Proposal | None:
+        """Progressive disclosure: with a real model, the template draft goes out at once
+        (no model call, nothing spent) and the model's draft replaces it, in the same chat
+        message, when it is ready. Only in chats that can edit a message in place (not the
+        console), and not when the policy would approve without asking."""
+        if ctx.offline or ctx.channel not in EDITS_IN_PLACE:
+            return None
+        facts = _facts(ctx, payload, contact)
+        quick = LeadDraft.model_validate_json(offline_draft(facts))
+        params = {"to": contact["email"], "subject": quick.subject, "body": quick.body}
+        if not ctx.asks("email", "send_email", params):
+            return None
+        return ctx.propose(
+            "email",
+            "send_email",
+            params,
+            summary=f"Send email to {contact['email']}: {quick.subject} (quick draft)",
+            contact_id=contact["contact_id"],
+            preliminary=True,
         )
 
     @staticmethod
@@ -230,16 +288,7 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
 
     @staticmethod
     def _draft(ctx: AgentContext, payload: LeadInput, contact: dict[str, Any]) -> dict[str, Any]:
-        facts = {
-            "name": contact["name"],
-            "email": contact["email"],
-            "company": contact["company"],
-            "need": payload.need,
-            "budget": payload.budget,
-            "message": payload.text,
-            "operator": ctx.operator_name,
-            "subject": subject_for(payload),
-        }
+        facts = _facts(ctx, payload, contact)
         draft, response = ctx.structured(
             ModelRequest(
                 task=DRAFT_TASK,

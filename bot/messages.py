@@ -56,3 +56,8 @@ class Outbound:
     channel: str
     chat_id: str
     reply: Reply
+    # A name for the message (``draft:<job id>``) so a later one can replace it in place:
+    # with ``replace``, a channel that remembers the named message edits it instead of
+    # sending a new one (and sends a new one if it cannot).
+    key: str | None = None
+    replace: bool = False

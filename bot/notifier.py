@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 from bot import render
 from bot.errors import ChannelError
@@ -30,7 +31,14 @@ WATCHED = (
     ev.BudgetWarning.type_name,
     ev.ApprovalExpired.type_name,  # only the reconciler's: a tap on an expired button is answered
     ev.ApprovalsReminded.type_name,
+    ev.ApprovalRequested.type_name,  # only a quick draft's: shown while the better one is written
 )
+
+QUICK_DRAFT = "Quick draft: a better one is being written and will replace this message."
+
+
+def draft_key(job_id: str) -> str:
+    return f"draft:{job_id}"
 
 
 def notification_for(event: ev.RecordedEvent) -> Outbound | None:
@@ -38,15 +46,37 @@ def notification_for(event: ev.RecordedEvent) -> Outbound | None:
     data = event.data
     try:
         match data:
+            case ev.ApprovalRequested():
+                action = queries.get_action(data.action_id)
+                if not action.preliminary:
+                    return None  # announced when its job completes
+                if queries.get_approval(data.token).status != "pending":
+                    return None  # replaced or decided already: nothing to show
+                job = queries.get_job(data.job_id)
+                card = render.proposal(
+                    job, action, queries.get_approval(data.token), headline=QUICK_DRAFT
+                )
+                return Outbound(job.channel, job.chat_id, card, key=draft_key(job.job_id))
             case ev.JobCompleted():
                 job = queries.get_job(data.job_id)
                 replies = []
+                replaces_quick = False
                 for action in queries.actions_for_job(job.job_id):
                     approval = queries.approval_for_action(action.action_id)
                     if approval.status == "pending":
                         replies.append(
                             render.proposal(job, action, approval, headline=data.summary)
                         )
+                        if action.revises is not None:
+                            replaces_quick = queries.get_action(action.revises).preliminary
+                if len(replies) == 1 and replaces_quick:
+                    return Outbound(
+                        job.channel,
+                        job.chat_id,
+                        replies[0],
+                        key=draft_key(job.job_id),
+                        replace=True,
+                    )
                 reply = (
                     replies[0]
                     if len(replies) == 1
@@ -117,7 +147,7 @@ def addressed(outbound: Outbound, home: str) -> Outbound:
     if not home:
         return outbound
     channel, _, chat = home.partition(":")
-    return Outbound(channel, chat or "local", outbound.reply)
+    return replace(outbound, channel=channel, chat_id=chat or "local")
 
 
 MAX_DELIVERY_FAILURES = 5

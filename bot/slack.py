@@ -225,6 +225,9 @@ class _SlackHTTPHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+KEYED_MESSAGES = 1000  # named messages remembered for in-place replacement
+
+
 # Socket Mode --------------------------------------------------------------------------------
 
 
@@ -299,6 +302,8 @@ class SlackChannel(Channel):
             ],
         )
         self._lock = threading.Lock()
+        # Named messages (a quick draft) a later one may replace in place: (channel, ts).
+        self._keyed: dict[str, tuple[str, str]] = {}
         self._busy: set[str] = set()  # platform ids being handled right now
         self._ready = threading.Event()
         self._http_port: int | None = None
@@ -424,7 +429,14 @@ class SlackChannel(Channel):
 
     def deliver(self, outbound: Outbound) -> None:
         try:
-            self._send(outbound.chat_id, outbound.reply)
+            where = self._keyed.get(outbound.key) if outbound.key else None
+            if outbound.replace and where is not None and self._update(where, outbound.reply):
+                return
+            ts = self._send(outbound.chat_id, outbound.reply)
+            if outbound.key is not None and ts is not None:
+                self._keyed[outbound.key] = (outbound.chat_id, ts)
+                while len(self._keyed) > KEYED_MESSAGES:
+                    self._keyed.pop(next(iter(self._keyed)))
         except SlackApiError as exc:
             raise ChannelError(
                 f"Slack refused the message to {outbound.chat_id}: {describe(exc)}"
@@ -432,12 +444,31 @@ class SlackChannel(Channel):
         except Exception as exc:  # the notifier only understands ChannelError
             raise ChannelError(f"cannot reach Slack: {type(exc).__name__}: {exc}") from exc
 
-    def _send(self, channel: str, reply: Reply) -> None:
-        """Post ``reply`` (in parts if long). Slack and network errors propagate."""
+    def _send(self, channel: str, reply: Reply) -> str | None:
+        """Post ``reply`` (in parts if long); the ``ts`` of the last part. Slack and network
+        errors propagate."""
+        ts: str | None = None
         for message in render(reply):
-            self._client.chat_postMessage(
+            response = self._client.chat_postMessage(
                 channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
             )
+            ts = as_str(response.get("ts"))
+        return ts
+
+    def _update(self, where: tuple[str, str], reply: Reply) -> bool:
+        """Replace a message we posted (a quick draft) in place; False if it cannot be."""
+        parts = render(reply)
+        if len(parts) != 1:
+            return False
+        channel, ts = where
+        try:
+            self._client.chat_update(
+                channel=channel, ts=ts, text=parts[0].text, blocks=parts[0].blocks
+            )
+        except SlackApiError as exc:
+            logger.warning("could not update Slack message %s: %s; posting anew", ts, describe(exc))
+            return False
+        return True
 
     def _reply(self, channel: str, reply: Reply, respond: Respond | None = None) -> None:
         """Answer in ``channel``; where the bot cannot post (a slash command used in a

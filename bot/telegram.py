@@ -61,6 +61,7 @@ ALLOWED_UPDATES = (Update.MESSAGE, Update.CALLBACK_QUERY)  # all we act on; Tele
 POLL_TIMEOUT = timedelta(seconds=10)  # long polling: how long one getUpdates may wait
 SEND_ATTEMPTS = 3  # tries of one message when Telegram answers 429
 MAX_RETRY_WAIT = 30.0  # a longer 429 wait fails the send (the notifier tries again later)
+KEYED_MESSAGES = 1000  # named messages remembered for in-place replacement
 DELIVER_TIMEOUT = 90.0  # bound on deliver(): several parts, each possibly waiting out a 429
 FINISH_TIMEOUT = 10.0  # at stop, how long deliveries in flight may take to finish
 STOP_CHECK = 0.1  # how often the loop looks at the stop flag
@@ -198,6 +199,9 @@ class TelegramChannel(Channel):
         self._waiting: set[concurrent.futures.Future[None]] = set()  # deliver() callers
         self._sending: set[asyncio.Task[Any]] = set()  # their sends, on the loop
         self._migrated: dict[str, int] = {}  # chat id -> the supergroup it became
+        # Named messages (a quick draft) that a later one may replace in place; in memory: after
+        # a restart the replacement is sent as a new message.
+        self._keyed: dict[str, tuple[int | str, int]] = {}
         self._started = False  # receiving updates in the current run
 
     # Running -----------------------------------------------------------------------------
@@ -344,30 +348,63 @@ class TelegramChannel(Channel):
         if task is not None:
             self._sending.add(task)
         try:
-            await self._send(outbound.chat_id, outbound.reply)
+            where = self._keyed.get(outbound.key) if outbound.key else None
+            if outbound.replace and where is not None and await self._edit(where, outbound.reply):
+                return
+            chat_id, message_id = await self._send_with_id(outbound.chat_id, outbound.reply)
+            if outbound.key is not None:
+                self._keyed[outbound.key] = (chat_id, message_id)
+                while len(self._keyed) > KEYED_MESSAGES:
+                    self._keyed.pop(next(iter(self._keyed)))
         finally:
             if task is not None:
                 self._sending.discard(task)
 
+    async def _edit(self, where: tuple[int | str, int], reply: Reply) -> bool:
+        """Replace a message we sent (a quick draft) in place; False if it cannot be (too
+        long for one message, or Telegram refuses): the caller sends a new one."""
+        parts = render(reply)
+        if len(parts) != 1:
+            return False
+        chat_id, message_id = where
+        try:
+            await self._app.bot.edit_message_text(
+                parts[0].html,
+                chat_id=chat_id,
+                message_id=message_id,
+                parse_mode=ParseMode.HTML,
+                reply_markup=parts[0].keyboard,
+            )
+        except TelegramError as exc:
+            logger.warning("could not edit Telegram message %s: %s; sending anew", message_id, exc)
+            return False
+        return True
+
     async def _send(self, chat_id: int | str, reply: Reply) -> int | str:
         """Send ``reply`` (in parts if long); return the chat id it went to (it changes if
         the chat migrated). Telegram errors propagate."""
-        for part in render(reply):
-            chat_id = await self._send_part(chat_id, part)
-        return chat_id
+        return (await self._send_with_id(chat_id, reply))[0]
 
-    async def _send_part(self, chat_id: int | str, part: Rendered) -> int | str:
+    async def _send_with_id(self, chat_id: int | str, reply: Reply) -> tuple[int | str, int]:
+        """:meth:`_send`, also returning the id of the last message sent (the one with the
+        buttons)."""
+        message_id = 0
+        for part in render(reply):
+            chat_id, message_id = await self._send_part(chat_id, part)
+        return chat_id, message_id
+
+    async def _send_part(self, chat_id: int | str, part: Rendered) -> tuple[int | str, int]:
         chat_id = self._migrated.get(str(chat_id), chat_id)
         attempt, followed = 1, False
         while True:
             try:
-                await self._app.bot.send_message(
+                sent = await self._app.bot.send_message(
                     chat_id=chat_id,
                     text=part.html,
                     parse_mode=ParseMode.HTML,
                     reply_markup=part.keyboard,
                 )
-                return chat_id
+                return chat_id, sent.message_id
             except RetryAfter as exc:
                 wait = retry_seconds(exc)
                 if attempt >= SEND_ATTEMPTS or wait > MAX_RETRY_WAIT:

@@ -286,6 +286,9 @@ class ActionProposed(EventData):
     # before the decision, approving asks again with the new value (agents/approvals.py).
     bindings: dict[str, str] = Field(default_factory=dict)
     revises: str | None = None  # the action this one replaces (an edit or a re-approval)
+    # A quick draft shown at once while a better one is written; the better one replaces it
+    # (and its message, edited in place) unless the operator decided on it first.
+    preliminary: bool = False
 
 
 @event_type("ActionSuperseded")

@@ -79,6 +79,8 @@ class ActionRow(BaseModel):
     next_attempt_at = peewee.DateTimeField(null=True)
     flags = peewee.TextField(default="[]")
     bindings = peewee.TextField(default="{}")
+    revises = peewee.CharField(max_length=32, null=True)
+    preliminary = peewee.BooleanField(default=False)
 
     class Meta:
         table_name = "actions"

@@ -370,6 +370,8 @@ def _action_proposed(d: ev.ActionProposed, at: datetime, rows: Rows) -> None:
             "updated_at": at,
             "flags": json.dumps(d.flags),
             "bindings": json.dumps(d.bindings, sort_keys=True),
+            "revises": d.revises,
+            "preliminary": d.preliminary,
         },
     )
     job = rows.get(JobRow, d.job_id)

@@ -73,6 +73,8 @@ class ActionView:
     error: str | None
     flags: tuple[str, ...] = ()
     bindings: dict[str, str] = field(default_factory=dict)
+    revises: str | None = None
+    preliminary: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ def _action(row: ActionRow) -> ActionView:
         error=row.error,
         flags=tuple(json.loads(row.flags or "[]")),
         bindings=json.loads(row.bindings or "{}"),
+        revises=row.revises,
+        preliminary=bool(row.preliminary),
     )
 
 

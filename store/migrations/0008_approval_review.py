@@ -1,5 +1,5 @@
-"""Reviewing proposals: highlighted flags and fact bindings on actions; reminders and pending
-edits on approvals."""
+"""Reviewing proposals: highlighted flags, fact bindings, what an action replaces and whether
+it is a quick draft; reminders and pending edits on approvals."""
 
 from typing import Any
 
@@ -10,6 +10,8 @@ def up(migrator: Any, db: peewee.Database) -> None:
     migrator.migrate(
         migrator.add_column("actions", "flags", peewee.TextField(default="[]")),
         migrator.add_column("actions", "bindings", peewee.TextField(default="{}")),
+        migrator.add_column("actions", "revises", peewee.CharField(max_length=32, null=True)),
+        migrator.add_column("actions", "preliminary", peewee.BooleanField(default=False)),
         migrator.add_column("approvals", "reminded_at", peewee.DateTimeField(null=True)),
         migrator.add_column("approvals", "edit_chat", peewee.CharField(max_length=300, null=True)),
         migrator.add_column("approvals", "edit_requested_at", peewee.DateTimeField(null=True)),
@@ -20,6 +22,8 @@ def down(migrator: Any, db: peewee.Database) -> None:
     migrator.migrate(
         migrator.drop_column("actions", "flags"),
         migrator.drop_column("actions", "bindings"),
+        migrator.drop_column("actions", "revises"),
+        migrator.drop_column("actions", "preliminary"),
         migrator.drop_column("approvals", "reminded_at"),
         migrator.drop_column("approvals", "edit_chat"),
         migrator.drop_column("approvals", "edit_requested_at"),

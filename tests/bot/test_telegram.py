@@ -564,3 +564,95 @@ def test_webhook_mode_handles_updates_with_the_secret_and_refuses_the_rest(
     assert telegram_api.sent("getUpdates") == []
     with pytest.raises(httpx.ConnectError):  # the webhook server is gone
         httpx.post(url, json=help_, headers=right)
+
+
+# Progressive disclosure --------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_settings(settings: Settings, openai_server: Any) -> Settings:
+    return settings.model_copy(update={"llm_base_url": openai_server.base_url})
+
+
+def test_a_quick_draft_shows_at_once_and_the_models_draft_replaces_it_in_place(
+    model_settings: Settings, telegram_api: FakeTelegram, openai_server: Any
+) -> None:
+    import json
+
+    from bot.dispatch import Dispatcher
+    from jobs.runtime import build_runtime
+    from jobs.service import JobService
+
+    draft = {"subject": "Your website audit", "body": "Hi Jane,\n\nModel-written.\n\nSam"}
+    openai_server.delay(1.5, json.dumps(draft))
+    runtime = build_runtime(model_settings, with_worker=True)
+    dispatcher = Dispatcher(
+        settings=model_settings, service=JobService(runtime), log=runtime.store.log
+    )
+    channel = TelegramChannel(settings=model_settings, dispatcher=dispatcher)
+    notifier = Notifier(
+        log=runtime.store.log, channel="telegram", deliver=channel.deliver, interval=0.05
+    )
+    try:
+        with running(channel):
+            notifier.start()
+            bot = Bot(telegram_api, channel, runtime)
+            quick = bot.lead_draft()
+            assert quick["text"].startswith("Quick draft: a better one is being written")
+            assert "Thank you for getting in touch" in quick["text"]  # the template, at once
+            refined = bot.edited(quick)  # the same message, edited in place
+            assert refined["text"].startswith("New lead: Jane Doe (Acme).")
+            assert "Model-written." in refined["text"]
+            assert len(telegram_api.with_keyboard(OPERATOR)) == 1  # no second card
+            [old, new] = [
+                queries.approval_for_action(a.action_id)
+                for a in sorted(
+                    queries.actions_for_job(queries.list_jobs()[0].job_id),
+                    key=lambda a: a.preliminary,
+                    reverse=True,
+                )
+            ]
+            assert old.status == "superseded" and new.status == "pending"
+            bot.press("Approve and send", refined)
+            wait_for(lambda: len(bot.emails()) == 1)
+            assert "Model-written." in bot.emails()[0].read_text()
+            notifier.stop()
+    finally:
+        runtime.close()
+
+
+def test_approving_the_quick_draft_before_the_model_answers_sends_it_alone(
+    model_settings: Settings, telegram_api: FakeTelegram, openai_server: Any
+) -> None:
+    import json
+
+    from bot.dispatch import Dispatcher
+    from jobs.runtime import build_runtime
+    from jobs.service import JobService
+
+    openai_server.delay(1.5, json.dumps({"subject": "Late", "body": "Too late."}))
+    runtime = build_runtime(model_settings, with_worker=True)
+    dispatcher = Dispatcher(
+        settings=model_settings, service=JobService(runtime), log=runtime.store.log
+    )
+    channel = TelegramChannel(settings=model_settings, dispatcher=dispatcher)
+    notifier = Notifier(
+        log=runtime.store.log, channel="telegram", deliver=channel.deliver, interval=0.05
+    )
+    try:
+        with running(channel):
+            notifier.start()
+            bot = Bot(telegram_api, channel, runtime)
+            quick = bot.lead_draft()
+            bot.press("Approve and send", quick)
+            wait_for(lambda: len(bot.emails()) == 1)
+            job = queries.list_jobs()[0]
+            wait_for(lambda: queries.get_job(job.job_id).status in {"done", "awaiting_approval"})
+            wait_for(lambda: len(openai_server.requests) == 1)
+            time.sleep(2.0)  # the model's answer arrives after the decision
+            assert len(bot.emails()) == 1
+            assert "Too late." not in bot.emails()[0].read_text()
+            assert not queries.pending_approvals()  # nothing else waits for a tap
+            notifier.stop()
+    finally:
+        runtime.close()
