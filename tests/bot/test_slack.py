@@ -35,6 +35,7 @@ from bot.slack_render import (
 from config import Settings
 from jobs.runtime import Runtime
 from store import queries
+from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_api import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -141,8 +142,14 @@ def mode() -> str:
 
 
 @pytest.fixture
-def settings(settings: Settings, slack_api: FakeSlack, mode: str) -> Settings:
+def llm_url() -> str:
+    return ""  # offline templates; TestQuickDraft uses a local model server
+
+
+@pytest.fixture
+def settings(settings: Settings, slack_api: FakeSlack, mode: str, llm_url: str) -> Settings:
     update: dict[str, Any] = {
+        "llm_base_url": llm_url,
         "operators": (*settings.operators, f"slack:{OPERATOR}"),
         "slack_bot_token": SecretStr(BOT_TOKEN),
         "slack_api_url": slack_api.api_url,
@@ -634,3 +641,25 @@ def test_the_manifest_declares_everything_the_channel_uses() -> None:
         "request_url",
     ):
         assert needed in manifest, needed
+
+
+class TestQuickDraft:
+    @pytest.fixture
+    def llm_url(self, openai_server: FakeOpenAI) -> str:
+        draft = {"subject": "Your website audit", "body": "Hi Jane,\n\nModel-written.\n\nSam"}
+        openai_server.delay(1.5, json.dumps(draft))
+        return openai_server.base_url
+
+    def test_the_models_draft_replaces_the_quick_one_in_the_same_message(
+        self, slack: Slack
+    ) -> None:
+        assert slack.event(dm_event(LEAD)).status_code == 200
+        quick = slack.draft()
+        assert quick["text"].startswith("Quick draft: a better one is being written")
+        update = wait_for(
+            lambda: [u for u in slack.api.posted("chat.update") if "Model-written." in u["text"]]
+        )[0]
+        assert (update["channel"], update["ts"]) == ("D1", quick["ts"])
+        assert update["text"].startswith("New lead: Jane Doe (Acme).")
+        assert any(b["type"] == "actions" for b in update["blocks"])  # fresh buttons
+        assert len(slack.api.posted()) == 2  # "On it" and the quick draft: no second card
