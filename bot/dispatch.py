@@ -27,6 +27,7 @@ from jobs.service import JobRequest, JobService
 from store import queries
 from store.errors import NotFoundError
 from store.log import EventLog, utcnow
+from store.projections import periods
 from store.queries import ActionView, ApprovalView
 
 logger = logging.getLogger(__name__)
@@ -250,7 +251,19 @@ class Dispatcher:
         return [Reply(render.status(self._service.status()))]
 
     def _budget(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
-        return [Reply(render.budget(self._service.budget_lines()))]
+        day, month = periods(utcnow().replace(tzinfo=None))
+        text = render.budget(self._service.budget_lines())
+        [cache_day] = queries.spend_rows(day, prefix="cache", limit=1) or [("cache", 0.0, 0)]
+        [cache_month] = queries.spend_rows(month, prefix="cache", limit=1) or [("cache", 0.0, 0)]
+        contacts = []
+        for scope, usd, calls in queries.spend_rows(month, prefix="contact:"):
+            contact_id = scope.removeprefix("contact:")
+            try:
+                who = queries.get_contact(contact_id).email
+            except NotFoundError:
+                who = contact_id
+            contacts.append((who, usd, calls))
+        return [Reply(text + render.spend_details(cache_day, cache_month, contacts))]
 
     def _pause(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         agent = cmd.args.split()[0].lower()

@@ -247,6 +247,23 @@ def budget(lines: Sequence[tuple[str, str, float, float]]) -> str:
     return "\n".join(out)
 
 
+def spend_details(
+    cache_day: tuple[str, float, int],
+    cache_month: tuple[str, float, int],
+    contacts: Sequence[tuple[str, float, int]],
+) -> str:
+    """Below the budgets: what the model cache saved, and which contacts cost the most."""
+    out = [
+        "",
+        f"Cache: {cache_day[2]} answer(s) reused today (${cache_day[1]:.4f} not spent), "
+        f"{cache_month[2]} this month (${cache_month[1]:.4f}).",
+    ]
+    if contacts:
+        out.append("Top contacts this month:")
+        out += [f"  {who:<32} ${usd:.4f} ({calls} call(s))" for who, usd, calls in contacts]
+    return "\n".join(out)
+
+
 def job_line(job: JobView) -> str:
     return (
         f"{job.short_id}  {job.status:<17} {job.agent:<6} {when(job.requested_at)}  {job.text[:60]}"

@@ -264,17 +264,21 @@ def _model_called(d: ev.ModelCalled, at: datetime, rows: Rows) -> None:
             cost_usd=job["cost_usd"] + d.cost_usd,
         )
     scopes = ["workspace"] + ([f"agent:{d.agent}"] if d.agent else [])
-    for scope in scopes:
+    scopes += [f"contact:{d.contact_id}"] if d.contact_id else []
+    amounts = [(scope, d.cost_usd) for scope in scopes]
+    if d.cached:  # what the cache saved: the price the call would have had
+        amounts.append(("cache", d.estimated_usd))
+    for scope, usd in amounts:
         for period in periods(at):
             key = spend_key(scope, period)
             row = rows.get(SpendRow, key)
             if row is None:
                 rows.insert(
                     SpendRow,
-                    {"key": key, "scope": scope, "period": period, "usd": d.cost_usd, "calls": 1},
+                    {"key": key, "scope": scope, "period": period, "usd": usd, "calls": 1},
                 )
             else:
-                rows.update(SpendRow, key, usd=row["usd"] + d.cost_usd, calls=row["calls"] + 1)
+                rows.update(SpendRow, key, usd=row["usd"] + usd, calls=row["calls"] + 1)
 
 
 @handles(ev.BudgetWarning)

@@ -483,6 +483,17 @@ def mark_seen(key: str, *, now: datetime) -> None:
 # Spend ---------------------------------------------------------------------------------
 
 
+def spend_rows(period: str, *, prefix: str, limit: int = 5) -> list[tuple[str, float, int]]:
+    """(scope, usd, calls) of the scopes starting with ``prefix`` in ``period``, most first."""
+    query = (
+        SpendRow.select()
+        .where((SpendRow.period == period) & SpendRow.scope.startswith(prefix))
+        .order_by(SpendRow.usd.desc())
+        .limit(limit)
+    )
+    return [(r.scope, float(r.usd), int(r.calls)) for r in query]
+
+
 def spent(scope: str, period: str) -> tuple[float, bool]:
     """USD spent by ``scope`` in ``period``, and whether its 80 % warning was given."""
     row = SpendRow.get_or_none(SpendRow.key == f"{scope}|{period}")

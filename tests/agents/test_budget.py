@@ -272,3 +272,47 @@ def test_a_request_without_a_task_class_goes_to_the_agents_model_tier(
         operator_name="",
     ).run("j1")
     assert seen == ["classify"]
+
+
+def test_budget_shows_what_the_cache_saved_and_the_costliest_contacts(data_dir: Path) -> None:
+    settings = Settings(data_dir=data_dir)
+    runtime = build_runtime(settings)
+    try:
+        log = runtime.store.log
+        log.append(
+            "contact-c1",
+            [
+                ev.ContactCreated(
+                    contact_id="c1", name="Jane", email="jane@acme.example", company=""
+                )
+            ],
+            metadata=ev.Metadata(actor="test"),
+        )
+        for cached in (False, True, True):
+            log.append(
+                "job-j1",
+                [
+                    ev.ModelCalled(
+                        job_id="j1",
+                        task="t",
+                        provider="p",
+                        model="m",
+                        prompt_tokens=10,
+                        completion_tokens=10,
+                        latency_ms=1.0,
+                        offline=False,
+                        agent="lead",
+                        estimated_usd=0.25,
+                        cost_usd=0.0 if cached else 0.2,
+                        contact_id="c1",
+                        cached=cached,
+                    )
+                ],
+                metadata=ev.Metadata(actor="test"),
+            )
+        dispatcher = Dispatcher(settings=settings, service=JobService(runtime), log=log)
+        [reply] = dispatcher.handle_message(InboundMessage("console", "local", "local", "/budget"))
+        assert "Cache: 2 answer(s) reused today ($0.5000 not spent)" in reply.text
+        assert "jane@acme.example" in reply.text and "$0.2000 (3 call(s))" in reply.text
+    finally:
+        runtime.close()
