@@ -24,6 +24,12 @@ COMMANDS: dict[str, CommandSpec] = {
             "qualify a lead and draft a reply, e.g. /lead Jane Doe <jane@acme.example> wants a website audit",
             needs_args=True,
         ),
+        CommandSpec(
+            "triage",
+            "/triage <customer email>: <their message>",
+            "classify a support ticket and draft a reply, e.g. /triage bob@client.example: the export fails",
+            needs_args=True,
+        ),
         CommandSpec("approvals", "/approvals", "actions waiting for your approval, with buttons"),
         CommandSpec(
             "trace",

@@ -17,6 +17,7 @@ from agents.approvals import Outcome, bundle, bundled
 from agents.errors import AgentInputError, RegistryError
 from agents.lead import parse_lead
 from agents.questions import Answer
+from agents.triage import parse_triage
 from bot import render
 from bot.buttons import BundleChoice, EditChoice, QuestionChoice, bundle_button, parse_button
 from bot.commands import COMMANDS, ParsedCommand, help_text, parse_command
@@ -46,6 +47,7 @@ class Dispatcher:
         self._handlers: dict[str, Callable[[InboundMessage, ParsedCommand], list[Reply]]] = {
             "help": self._help,
             "lead": self._lead,
+            "triage": self._triage,
             "approvals": self._approvals,
             "trace": self._trace,
             "status": self._status,
@@ -211,6 +213,30 @@ class Dispatcher:
             "" if submitted.enqueued else " The queue is unreachable; it will run when it is back."
         )
         return [Reply(f"On it: drafting a reply to {who}. [job {job.short_id}]{queued}")]
+
+    def _triage(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        try:
+            ticket = parse_triage(cmd.args)
+        except AgentInputError as exc:
+            return [Reply(str(exc))]
+        submitted = self._service.submit(
+            JobRequest(
+                agent="triage",
+                input=ticket.model_dump(),
+                text=f"/triage {cmd.args}",
+                channel=msg.channel,
+                chat_id=msg.chat_id,
+                requested_by=msg.sender,
+                inbound_key=_inbound_key(msg.channel, msg.platform_id) if msg.platform_id else None,
+            )
+        )
+        job = submitted.job
+        if submitted.duplicate:
+            return []
+        self.on_job_activity(job.job_id)
+        if submitted.paused:
+            return [Reply(f"The triage agent is paused: job {job.short_id} waits in the log.")]
+        return [Reply(f"On it: triaging the ticket from {ticket.sender}. [job {job.short_id}]")]
 
     def _approvals(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         pending = queries.pending_approvals()

@@ -22,6 +22,7 @@ from agents.registry import AgentRegistry
 from agents.retry import RetryPolicy
 from agents.revise import ReviseAgent
 from agents.runner import JobRunner
+from agents.triage import TriageAgent
 from config import ConfigError, Settings
 from connectors.base import Connector
 from connectors.email import email_connector_from
@@ -90,7 +91,7 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.resolved_database_url)
     connectors = make_connectors(settings)
-    agents: list[Agent[Any, Any]] = [LeadAgent(), ReviseAgent()]
+    agents: list[Agent[Any, Any]] = [LeadAgent(), TriageAgent(), ReviseAgent()]
     registry = AgentRegistry.with_agents(connectors, agents)
     model = make_model(settings)
     faults = FaultInjector(settings.faults, marker_dir=settings.data_dir)
