@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test lint typecheck check bench clean golden-record golden-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "opcore needs Python 3.11+; set PYTHON=python3.11")'
@@ -37,3 +37,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# Re-record the golden runs: FLOW=name for one flow, OFFLINE=1 for the offline templates.
+golden-record: $(STAMP)
+	$(BIN)/python -m tests.golden record $(if $(FLOW),--flow $(FLOW)) $(if $(OFFLINE),--offline)
+
+golden-check: $(STAMP)
+	$(BIN)/python -m tests.golden check
