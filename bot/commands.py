@@ -25,6 +25,18 @@ COMMANDS: dict[str, CommandSpec] = {
             needs_args=True,
         ),
         CommandSpec(
+            "proposal",
+            "/proposal <email> <title>: <scope item>, <scope item>; price <amount> <currency>; <timeline>",
+            "draft a proposal email to approve, e.g. /proposal jane@acme.example website audit: 3 pages review, accessibility report; price 2400 EUR; 2 weeks",
+            needs_args=True,
+        ),
+        CommandSpec(
+            "release",
+            "/release <version> to <email>: <change>; <change>",
+            "draft customer release notes to approve, e.g. /release v1.4.0 to customers@list.example: fix: export 500; feat: dark mode",
+            needs_args=True,
+        ),
+        CommandSpec(
             "triage",
             "/triage <customer email>: <their message>",
             "classify a support ticket and draft a reply, e.g. /triage bob@client.example: the export fails",

@@ -12,11 +12,15 @@ import re
 import time
 from collections.abc import Callable
 
+from pydantic import BaseModel
+
 from agents import pairing
 from agents.approvals import Outcome, bundle, bundled
 from agents.errors import AgentInputError, RegistryError
 from agents.lead import parse_lead
+from agents.proposal import parse_proposal
 from agents.questions import Answer
+from agents.release_notes import parse_release
 from agents.triage import parse_triage
 from bot import render
 from bot.buttons import BundleChoice, EditChoice, QuestionChoice, bundle_button, parse_button
@@ -48,6 +52,8 @@ class Dispatcher:
             "help": self._help,
             "lead": self._lead,
             "triage": self._triage,
+            "proposal": self._proposal,
+            "release": self._release,
             "approvals": self._approvals,
             "trace": self._trace,
             "status": self._status,
@@ -219,11 +225,35 @@ class Dispatcher:
             ticket = parse_triage(cmd.args)
         except AgentInputError as exc:
             return [Reply(str(exc))]
+        return self._submit(msg, cmd, "triage", ticket, f"triaging the ticket from {ticket.sender}")
+
+    def _proposal(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        try:
+            proposal = parse_proposal(cmd.args)
+        except AgentInputError as exc:
+            return [Reply(str(exc))]
+        return self._submit(
+            msg, cmd, "proposal", proposal, f"drafting the proposal to {proposal.email}"
+        )
+
+    def _release(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        try:
+            release = parse_release(cmd.args)
+        except AgentInputError as exc:
+            return [Reply(str(exc))]
+        return self._submit(
+            msg, cmd, "release_notes", release, f"drafting the notes for {release.version}"
+        )
+
+    def _submit(
+        self, msg: InboundMessage, cmd: ParsedCommand, agent: str, payload: BaseModel, doing: str
+    ) -> list[Reply]:
+        """Submit a job for ``agent`` and say so; nothing for a redelivered message."""
         submitted = self._service.submit(
             JobRequest(
-                agent="triage",
-                input=ticket.model_dump(),
-                text=f"/triage {cmd.args}",
+                agent=agent,
+                input=payload.model_dump(),
+                text=f"/{cmd.name} {cmd.args}",
                 channel=msg.channel,
                 chat_id=msg.chat_id,
                 requested_by=msg.sender,
@@ -235,8 +265,13 @@ class Dispatcher:
             return []
         self.on_job_activity(job.job_id)
         if submitted.paused:
-            return [Reply(f"The triage agent is paused: job {job.short_id} waits in the log.")]
-        return [Reply(f"On it: triaging the ticket from {ticket.sender}. [job {job.short_id}]")]
+            return [
+                Reply(
+                    f"The {agent} agent is paused: job {job.short_id} waits in the log. "
+                    f"/resume {agent} to run it."
+                )
+            ]
+        return [Reply(f"On it: {doing}. [job {job.short_id}]")]
 
     def _approvals(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         pending = queries.pending_approvals()

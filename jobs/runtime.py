@@ -14,11 +14,13 @@ from agents.base import Agent
 from agents.budget import Budgets
 from agents.cache import ModelCache
 from agents.lead import LeadAgent
+from agents.proposal import ProposalAgent
 from agents.providers.base import ModelProvider
 from agents.providers.offline import OfflineProvider
 from agents.providers.openai import OpenAIChatProvider
 from agents.providers.router import ModelRouter
 from agents.registry import AgentRegistry
+from agents.release_notes import ReleaseNotesAgent
 from agents.retry import RetryPolicy
 from agents.revise import ReviseAgent
 from agents.runner import JobRunner
@@ -91,7 +93,13 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.resolved_database_url)
     connectors = make_connectors(settings)
-    agents: list[Agent[Any, Any]] = [LeadAgent(), TriageAgent(), ReviseAgent()]
+    agents: list[Agent[Any, Any]] = [
+        LeadAgent(),
+        ProposalAgent(),
+        TriageAgent(),
+        ReleaseNotesAgent(),
+        ReviseAgent(),
+    ]
     registry = AgentRegistry.with_agents(connectors, agents)
     model = make_model(settings)
     faults = FaultInjector(settings.faults, marker_dir=settings.data_dir)

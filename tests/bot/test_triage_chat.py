@@ -29,3 +29,39 @@ def test_triage_without_an_address_gets_the_usage(dispatcher: Dispatcher) -> Non
     [reply] = dispatcher.handle_message(msg("/triage the export fails"))
     assert "start with the customer's email address" in reply.text
     assert queries.list_jobs() == []
+
+
+def test_a_proposal_from_chat_waits_for_approval_with_the_operators_terms(
+    dispatcher: Dispatcher,
+) -> None:
+    [ack] = dispatcher.handle_message(
+        msg(
+            "/proposal jane@acme.example website audit: 3 pages review, accessibility report; "
+            "price 2400 EUR; 2 weeks"
+        )
+    )
+    assert ack.text.startswith("On it: drafting the proposal to jane@acme.example")
+    wait_for(lambda: bool(queries.pending_approvals()))
+    [approval] = queries.pending_approvals()
+    action = queries.get_action(approval.action_id)
+    assert action.params["to"] == "jane@acme.example"
+    body = action.params["body"]
+    assert "3 pages review" in body and "accessibility report" in body and "2 weeks" in body
+    assert not [f for f in action.flags if f.startswith("⚠")]  # every amount is the operator's
+
+
+def test_release_notes_from_chat_leave_out_internal_changes(dispatcher: Dispatcher) -> None:
+    [ack] = dispatcher.handle_message(
+        msg(
+            "/release v1.4.0 to customers@list.example: fix: export 500 on large files; "
+            "feat: dark mode; chore: bump deps"
+        )
+    )
+    assert ack.text.startswith("On it: drafting the notes for v1.4.0")
+    wait_for(lambda: bool(queries.pending_approvals()))
+    [approval] = queries.pending_approvals()
+    action = queries.get_action(approval.action_id)
+    assert action.params["to"] == "customers@list.example"
+    assert "Dark mode" in action.params["body"] and "bump deps" not in action.params["body"]
+    [usage] = dispatcher.handle_message(msg("/release v1.5.0 to customers@list.example: chore: x"))
+    assert "On it" not in usage.text
