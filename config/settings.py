@@ -209,6 +209,39 @@ class Settings(BaseSettings):
         ge=100,
         description="Snapshot the read models every this many events (rebuilds replay the tail).",
     )
+    workspace: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="This workspace's name (the Weaviate tenant).",
+    )
+    embeddings: Literal["none", "openai", "local"] = Field(
+        default="none",
+        description="Embedding model for recall: none (keyword-only), openai (an "
+        "OpenAI-compatible /embeddings endpoint) or local (the local-embeddings extra).",
+    )
+    embeddings_base_url: str = Field(
+        default="",
+        description="Base URL of the /embeddings endpoint (default: OPCORE_LLM_BASE_URL).",
+    )
+    embeddings_api_key: SecretStr = Field(
+        default=SecretStr(""), description="API key for embeddings (default: OPCORE_LLM_API_KEY)."
+    )
+    embeddings_model: str = Field(
+        default="text-embedding-3-small", description="Embedding model name (openai)."
+    )
+    memory_index_path: Path | None = Field(
+        default=None, description="The embedded recall index file (default: <data dir>/recall.db)."
+    )
+    weaviate_url: str = Field(
+        default="", description="Weaviate URL; when set, recall uses Weaviate instead of SQLite."
+    )
+    weaviate_api_key: SecretStr = Field(default=SecretStr(""), description="Weaviate API key.")
+    recall_cache_ttl_seconds: float = Field(
+        default=300.0, ge=0, description="Reuse a recall result this long (0: never)."
+    )
+    forget_undo_days: float = Field(
+        default=7.0, ge=0, description="A forgotten memory or fact can be restored this long."
+    )
     faults: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Failure injection for the reliability tests only (kill points); never set in production.",
@@ -322,6 +355,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'opcore.db').resolve()}"
+
+    @property
+    def recall_index_path(self) -> Path:
+        return self.memory_index_path or self.data_dir / "recall.db"
 
     @property
     def outbox_dir(self) -> Path:

@@ -9,6 +9,7 @@ import peewee
 from store.db import open_database
 from store.log import EventLog
 from store.migrate import migrate
+from store.models import SnapshotRow
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,19 @@ class Store:
 def open_store(url: str, *, run_migrations: bool = True) -> Store:
     """Open the database at ``url``, bring its schema up to date and return the store."""
     db = open_database(url)
+    log = EventLog(db)
     if run_migrations:
-        migrate(db)
-    return Store(db=db, log=EventLog(db))
+        applied = migrate(db)
+        if REBUILDING_MIGRATIONS.intersection(applied) and log.head():
+            # A migration added read models: fill them from the log, and drop the snapshots
+            # taken before they existed (they would restore them empty).
+            SnapshotRow.delete().execute()
+            log.rebuild_projections(from_snapshot=False)
+    return Store(db=db, log=log)
+
+
+# Migrations that add read models derived from events already in the log.
+REBUILDING_MIGRATIONS = frozenset({"0009_memory"})
 
 
 __all__ = ["Store", "open_store"]

@@ -5,8 +5,11 @@ StoreError                      root: the store could not read or write as asked
 ├── MigrationError              the schema could not be brought up to date
 ├── ConcurrencyError            a stream was appended at a version someone else took first
 ├── EventSchemaError            an event's type is unknown or its data does not validate
-└── NotFoundError               a job, action, approval or contact does not exist
-    └── AmbiguousIdError        a short id matches more than one record
+├── NotFoundError               a job, action, approval or contact does not exist
+│   └── AmbiguousIdError        a short id matches more than one record
+├── RecallError                 the recall index or the embedder failed
+│   └── EmbeddingError          the embedding model could not embed the text
+└── ArchiveError                an export archive is malformed, tampered with or not importable
 """
 
 
@@ -42,3 +45,15 @@ class NotFoundError(StoreError):
 
 class AmbiguousIdError(NotFoundError):
     """A short id prefix matches more than one record."""
+
+
+class RecallError(StoreError):
+    """The recall index (SQLite or Weaviate) or the embedder failed."""
+
+
+class EmbeddingError(RecallError):
+    """The embedding model could not embed the text (unreachable, bad answer, not installed)."""
+
+
+class ArchiveError(StoreError):
+    """An export archive is malformed, fails its checksums, or the target is not empty."""

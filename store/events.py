@@ -530,6 +530,91 @@ class AgentResumed(EventData):
     by: str
 
 
+# Memory --------------------------------------------------------------------------------
+
+
+@event_type("MemoryStored")
+class MemoryStored(EventData):
+    """A semantic memory: a note, a draft, a deliverable... (its id is a digest of its text
+    and contact, so the same memory written twice is one)."""
+
+    memory_id: str
+    kind: str
+    text: str
+    contact_id: str | None = None
+    job_id: str | None = None
+    source: str  # how it came: "/remember", "lead agent", "import"...
+    by: str  # the operator's id or "agent:<name>"
+
+
+@event_type("MemoryForgotten")
+class MemoryForgotten(EventData):
+    """Hidden from recall at once; restorable until the undo window ends, then purged."""
+
+    memory_id: str
+    by: str
+
+
+@event_type("MemoryRestored")
+class MemoryRestored(EventData):
+    memory_id: str
+    by: str
+
+
+@event_type("MemoryPurged")
+class MemoryPurged(EventData):
+    """The undo window of a forgotten memory ended: its text leaves the read model and the
+    recall index (the log keeps its original event)."""
+
+    memory_id: str
+
+
+@event_type("FactAsserted")
+class FactAsserted(EventData):
+    """A canonical fact: ``subject`` is ``contact:<id>`` or ``workspace``. A new value for a
+    single-valued key supersedes the current one, which stays in the history."""
+
+    subject: str
+    key: str
+    value: str
+    source: str
+    by: str
+    job_id: str | None = None
+
+
+@event_type("FactRetracted")
+class FactRetracted(EventData):
+    fact_id: str
+    by: str
+
+
+@event_type("FactRestored")
+class FactRestored(EventData):
+    fact_id: str
+    by: str
+
+
+@event_type("MemoryRecalled")
+class MemoryRecalled(EventData):
+    """Working memory: what a job recalled (memories and facts), recorded in its trace."""
+
+    job_id: str | None = None
+    query: str
+    mode: str  # "hybrid" or "keyword"
+    filters: dict[str, str] = Field(default_factory=dict)
+    hits: list[dict[str, Any]] = Field(default_factory=list)  # memory_id, kind, score, preview
+    facts: list[dict[str, str]] = Field(default_factory=list)  # fact_id, key, value
+    cached: bool = False
+
+
+def memory_stream(memory_id: str) -> str:
+    return f"memory:{memory_id}"
+
+
+def facts_stream(subject: str) -> str:
+    return f"facts:{subject}"
+
+
 def job_stream(job_id: str) -> str:
     return f"job-{job_id}"
 

@@ -218,6 +218,62 @@ class ModelCacheRow(BaseModel):
         table_name = "model_cache"
 
 
+class MemoryRow(BaseModel):
+    """A semantic memory (status: active, forgotten, purged). The recall index is built
+    from these rows' events; this table is the truth the index is checked against."""
+
+    memory_id = peewee.CharField(max_length=32, primary_key=True)
+    kind = peewee.CharField(max_length=32, index=True)
+    text = peewee.TextField()
+    contact_id = peewee.CharField(max_length=32, null=True, index=True)
+    job_id = peewee.CharField(max_length=32, null=True)
+    source = peewee.CharField(max_length=200)
+    by = peewee.CharField(max_length=200)
+    status = peewee.CharField(max_length=16, default="active", index=True)
+    event_id = peewee.CharField(max_length=36)
+    created_at = peewee.DateTimeField()
+    forgotten_at = peewee.DateTimeField(null=True)
+    forgotten_by = peewee.CharField(max_length=200, null=True)
+
+    class Meta:
+        table_name = "memories"
+
+
+class FactRow(BaseModel):
+    """A fact, current or past (status: current, superseded, retracted), with the event
+    that established it."""
+
+    fact_id = peewee.CharField(max_length=32, primary_key=True)
+    subject = peewee.CharField(max_length=100, index=True)
+    key = peewee.CharField(max_length=100)
+    value = peewee.TextField()
+    slot = peewee.CharField(max_length=300, index=True)
+    status = peewee.CharField(max_length=16, default="current")
+    source = peewee.CharField(max_length=200)
+    by = peewee.CharField(max_length=200)
+    job_id = peewee.CharField(max_length=32, null=True)
+    event_id = peewee.CharField(max_length=36)
+    event_type = peewee.CharField(max_length=100)
+    asserted_at = peewee.DateTimeField()
+    ended_at = peewee.DateTimeField(null=True)
+    replaced_by = peewee.CharField(max_length=32, null=True)
+    replaces = peewee.CharField(max_length=32, null=True)
+
+    class Meta:
+        table_name = "facts"
+
+
+class FactSlotRow(BaseModel):
+    """Which fact currently holds a slot (``subject|key`` for single-valued keys,
+    ``subject|key|digest`` for multi-valued ones such as rules); ``fact_id`` null: none."""
+
+    slot = peewee.CharField(max_length=300, primary_key=True)
+    fact_id = peewee.CharField(max_length=32, null=True)
+
+    class Meta:
+        table_name = "fact_slots"
+
+
 class CursorRow(BaseModel):
     """Where a log follower (e.g. a channel's notifier) has read up to. Process state, not truth."""
 
@@ -238,6 +294,9 @@ PROJECTION_MODELS: tuple[type[BaseModel], ...] = (
     PairingCodeRow,
     PairedOperatorRow,
     SpendRow,
+    MemoryRow,
+    FactRow,
+    FactSlotRow,
 )
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     EventRecord,

@@ -14,6 +14,7 @@ unknown (open); executed, rejected, expired, failed, discarded, compensated, sup
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -30,7 +31,10 @@ from store.models import (
     ApprovalRow,
     BaseModel,
     ContactRow,
+    FactRow,
+    FactSlotRow,
     JobRow,
+    MemoryRow,
     PairedOperatorRow,
     PairingCodeRow,
     QuestionRow,
@@ -56,6 +60,8 @@ class Rows:
         self._rows: dict[_Key, Row | None] = {}
         self._new: dict[_Key, None] = {}  # insertion order
         self._dirty: dict[_Key, set[str]] = {}
+        # The event being applied, for handlers that record provenance (its id).
+        self.event: ev.RecordedEvent | None = None
 
     def get(self, model: type[BaseModel], pk: Any) -> Row | None:
         key = (model, pk)
@@ -135,6 +141,7 @@ def apply(
     for event in events:
         handler = _HANDLERS.get(type(event.data))
         if handler is not None:
+            work.event = event
             handler(event.data, event.recorded_at.replace(tzinfo=None), work)
     if rows is None:
         work.flush()
@@ -314,6 +321,14 @@ def _contact_created(d: ev.ContactCreated, at: datetime, rows: Rows) -> None:
         },
     )
 
+    _contact_facts(
+        d.contact_id,
+        {"name": d.name, "email": d.email.lower(), "company": d.company},
+        at,
+        rows,
+        source="contact created",
+    )
+
 
 @handles(ev.ContactRecalled)
 def _contact_recalled(d: ev.ContactRecalled, at: datetime, rows: Rows) -> None:
@@ -447,6 +462,7 @@ def _contact_updated(d: ev.ContactUpdated, at: datetime, rows: Rows) -> None:
     if "email" in changes:
         changes["email"] = changes["email"].lower()
     rows.update(ContactRow, d.contact_id, **changes)
+    _contact_facts(d.contact_id, changes, at, rows, source="/contact correction")
 
 
 @handles(ev.ActionStarted)
@@ -610,3 +626,173 @@ def _operator_paired(d: ev.OperatorPaired, at: datetime, rows: Rows) -> None:
     rows.upsert(
         PairedOperatorRow, operator, {"operator": operator, "chat_id": d.chat_id, "paired_at": at}
     )
+
+
+# Memory and facts ----------------------------------------------------------------------
+
+# Keys that hold many values at once (each value is its own fact); every other key holds
+# one value, and a new one supersedes it.
+MULTI_VALUED_KEYS = frozenset({"rule", "promise", "preference", "note"})
+
+
+def fact_slot(subject: str, key: str, value: str) -> str:
+    """Where a fact lives: one slot per (subject, key), or per value for multi-valued keys."""
+    if key in MULTI_VALUED_KEYS:
+        return f"{subject}|{key}|{normal_digest(value)}"
+    return f"{subject}|{key}"
+
+
+def normal_digest(text: str) -> str:
+    """A digest of ``text`` that ignores case and spacing: the same fact written twice."""
+    return hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest()[:16]
+
+
+def fact_id(event_id: str, key: str) -> str:
+    return "f" + hashlib.sha256(f"{event_id}|{key}".encode()).hexdigest()[:11]
+
+
+def _event_id(rows: Rows) -> tuple[str, str]:
+    assert rows.event is not None  # set by apply() before each handler
+    return rows.event.event_id, rows.event.type
+
+
+def _assert_fact(
+    rows: Rows,
+    at: datetime,
+    *,
+    subject: str,
+    key: str,
+    value: str,
+    source: str,
+    by: str,
+    job_id: str | None,
+) -> None:
+    event_id, event_type = _event_id(rows)
+    slot = fact_slot(subject, key, value)
+    head = rows.get(FactSlotRow, slot)
+    previous = rows.get(FactRow, head["fact_id"]) if head and head["fact_id"] else None
+    if previous is not None and normal_digest(previous["value"]) == normal_digest(value):
+        return  # the same fact again: stored once
+    new_id = fact_id(event_id, key)
+    rows.insert(
+        FactRow,
+        {
+            "fact_id": new_id,
+            "subject": subject,
+            "key": key,
+            "value": value,
+            "slot": slot,
+            "status": "current",
+            "source": source,
+            "by": by,
+            "job_id": job_id,
+            "event_id": event_id,
+            "event_type": event_type,
+            "asserted_at": at,
+            "replaces": previous["fact_id"] if previous else None,
+        },
+    )
+    if previous is not None:
+        rows.update(
+            FactRow, previous["fact_id"], status="superseded", ended_at=at, replaced_by=new_id
+        )
+    rows.upsert(FactSlotRow, slot, {"slot": slot, "fact_id": new_id})
+
+
+def _contact_facts(
+    contact_id: str, values: dict[str, str], at: datetime, rows: Rows, *, source: str
+) -> None:
+    for key, value in values.items():
+        if value:
+            _assert_fact(
+                rows,
+                at,
+                subject=f"contact:{contact_id}",
+                key=key,
+                value=value,
+                source=source,
+                by="operator",
+                job_id=None,
+            )
+
+
+@handles(ev.FactAsserted)
+def _fact_asserted(d: ev.FactAsserted, at: datetime, rows: Rows) -> None:
+    _assert_fact(
+        rows,
+        at,
+        subject=d.subject,
+        key=d.key,
+        value=d.value,
+        source=d.source,
+        by=d.by,
+        job_id=d.job_id,
+    )
+
+
+@handles(ev.FactRetracted)
+def _fact_retracted(d: ev.FactRetracted, at: datetime, rows: Rows) -> None:
+    fact = rows.get(FactRow, d.fact_id)
+    if fact is None or fact["status"] != "current":
+        return
+    rows.update(FactRow, d.fact_id, status="retracted", ended_at=at)
+    rows.update(FactSlotRow, fact["slot"], fact_id=None)
+
+
+@handles(ev.FactRestored)
+def _fact_restored(d: ev.FactRestored, at: datetime, rows: Rows) -> None:
+    fact = rows.get(FactRow, d.fact_id)
+    if fact is None or fact["status"] != "retracted":
+        return
+    head = rows.get(FactSlotRow, fact["slot"])
+    if head is not None and head["fact_id"]:
+        return  # a newer fact holds the slot: restoring would contradict it
+    rows.update(FactRow, d.fact_id, status="current", ended_at=None)
+    rows.upsert(FactSlotRow, fact["slot"], {"slot": fact["slot"], "fact_id": d.fact_id})
+
+
+@handles(ev.MemoryStored)
+def _memory_stored(d: ev.MemoryStored, at: datetime, rows: Rows) -> None:
+    event_id, _ = _event_id(rows)
+    existing = rows.get(MemoryRow, d.memory_id)
+    if existing is not None and existing["status"] != "purged":
+        return
+    rows.upsert(
+        MemoryRow,
+        d.memory_id,
+        {
+            "memory_id": d.memory_id,
+            "kind": d.kind,
+            "text": d.text,
+            "contact_id": d.contact_id,
+            "job_id": d.job_id,
+            "source": d.source,
+            "by": d.by,
+            "status": "active",
+            "event_id": event_id,
+            "created_at": at,
+            "forgotten_at": None,
+            "forgotten_by": None,
+        },
+    )
+
+
+@handles(ev.MemoryForgotten)
+def _memory_forgotten(d: ev.MemoryForgotten, at: datetime, rows: Rows) -> None:
+    memory = rows.get(MemoryRow, d.memory_id)
+    if memory is not None and memory["status"] == "active":
+        rows.update(MemoryRow, d.memory_id, status="forgotten", forgotten_at=at, forgotten_by=d.by)
+
+
+@handles(ev.MemoryRestored)
+def _memory_restored(d: ev.MemoryRestored, at: datetime, rows: Rows) -> None:
+    memory = rows.get(MemoryRow, d.memory_id)
+    if memory is not None and memory["status"] == "forgotten":
+        rows.update(MemoryRow, d.memory_id, status="active", forgotten_at=None, forgotten_by=None)
+
+
+@handles(ev.MemoryPurged)
+def _memory_purged(d: ev.MemoryPurged, at: datetime, rows: Rows) -> None:
+    memory = rows.get(MemoryRow, d.memory_id)
+    if memory is not None and memory["status"] == "forgotten":
+        rows.update(MemoryRow, d.memory_id, status="purged", text="")

@@ -1,7 +1,10 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions wire format.
 
 ``POST /v1/chat/completions`` answers with a chat completion (``GET /v1/models`` lists the one
-model). Scriptable: queue behaviours with :meth:`FakeOpenAI.reply`, :meth:`~FakeOpenAI.status`,
+model). ``POST /v1/embeddings`` answers with one embedding per input, made by
+``embed_fn`` (default: a 64-dimension bag of hashed words, with ``synonyms`` mapping words to
+one concept so tests can make paraphrases land close); ``embedding_failures`` answers that
+many requests with 503 first. Scriptable: queue behaviours with :meth:`FakeOpenAI.reply`, :meth:`~FakeOpenAI.status`,
 :meth:`~FakeOpenAI.delay` and :meth:`~FakeOpenAI.raw`; each request takes the next one, and with
 an empty queue the server replies with ``default_content``. Every request is recorded in
 ``.requests`` (path, headers, parsed JSON body).
@@ -12,11 +15,12 @@ subprocess under test: point its base URL setting at ``server.base_url``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,6 +28,20 @@ from typing import Any
 import pytest
 
 COMPLETIONS_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+EMBED_DIMS = 64
+
+
+def bag_of_words(text: str, synonyms: Mapping[str, str]) -> list[float]:
+    """A toy embedding: each word (or its concept, via ``synonyms``) hashed to a dimension."""
+    vector = [0.0] * EMBED_DIMS
+    for word in text.lower().replace("?", " ").replace(".", " ").replace(",", " ").split():
+        concept = synonyms.get(word, word)
+        digest = hashlib.sha256(concept.encode()).digest()
+        vector[digest[0] % EMBED_DIMS] += 1.0
+    return vector
+
+
 DEFAULT_ERROR = b'{"error": {"message": "boom", "type": "server_error"}}'
 
 
@@ -61,6 +79,9 @@ class FakeOpenAI:
         self.default_content = default_content
         self.model = model
         self.requests: list[Recorded] = []
+        self.synonyms: dict[str, str] = {}
+        self.embed_fn: Callable[[str], list[float]] = lambda text: bag_of_words(text, self.synonyms)
+        self.embedding_failures = 0
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -212,6 +233,10 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 parsed = None
             body = parsed if isinstance(parsed, dict) else {"_raw": raw.decode(errors="replace")}
             recorded = Recorded(self.path, dict(self.headers.items()), body)
+            if self.path == EMBEDDINGS_PATH:
+                fake._record(recorded)
+                self._embeddings(body)
+                return
             if self.path != COMPLETIONS_PATH:
                 fake._record(recorded)  # a wrong path does not use up a scripted behaviour
                 self._send(404, b'{"error": {"message": "not found"}}', {})
@@ -223,6 +248,30 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send(step.status, step.body, step.headers)
             else:
                 self._send(step.status, fake._completion(step, body), step.headers)
+
+        def _embeddings(self, body: Mapping[str, Any]) -> None:
+            with fake._lock:
+                failing = fake.embedding_failures > 0
+                fake.embedding_failures -= 1 if failing else 0
+            if failing:
+                self._send(503, DEFAULT_ERROR, {})
+                return
+            inputs = body.get("input")
+            texts = [inputs] if isinstance(inputs, str) else inputs
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                self._send(400, b'{"error": {"message": "input must be strings"}}', {})
+                return
+            data = [
+                {"object": "embedding", "index": i, "embedding": fake.embed_fn(t)}
+                for i, t in enumerate(texts)
+            ]
+            payload = {
+                "object": "list",
+                "data": data,
+                "model": body.get("model") or fake.model,
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+            self._send(200, json.dumps(payload).encode(), {})
 
         def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
             try:
