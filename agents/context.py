@@ -8,6 +8,7 @@ derived from the job, so a second run finds what the first one wrote.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 import uuid
@@ -30,10 +31,15 @@ from config.settings import ApprovalRule
 from connectors.base import Connector
 from store import events as ev
 from store import queries
+from store.errors import RecallError
 from store.log import EventLog, utcnow
+from store.memory.base import RecallFilter
+from store.memory.service import Memory, Recall
 from store.queries import ContactView
 
 M = TypeVar("M", bound=BaseModel)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,10 @@ class AgentContext:
         budgets: Budgets | None = None,
         cache: ModelCache | None = None,
         rules: Mapping[str, ApprovalRule] | None = None,
+        memory: Memory | None = None,
     ) -> None:
         self.job_id = job_id
+        self._memory = memory
         self._rules = rules or {}
         self._cache = cache
         self._last_key: str | None = None
@@ -439,6 +447,44 @@ class AgentContext:
         return supersede(
             self._log, action_id, by_action_id=because_of, reason=reason, meta=self._meta()
         )
+
+    def recall(
+        self,
+        query: str,
+        *,
+        contact_id: str | None = None,
+        kinds: Sequence[str] = (),
+        limit: int = 5,
+    ) -> Recall | None:
+        """Recall memories (and the contact's facts); recorded in this job's trace. None
+        when memory is not configured or the index failed (the job goes on without it)."""
+        if self._memory is None:
+            return None
+        try:
+            return self._memory.recall(
+                query,
+                filters=RecallFilter(contact_id=contact_id, kinds=frozenset(kinds)),
+                limit=limit,
+                job_id=self.job_id,
+            )
+        except RecallError as exc:
+            logger.warning("job %s went on without recall: %s", self.job_id, exc)
+            return None
+
+    def remember(self, text: str, *, kind: str, contact_id: str | None = None) -> str | None:
+        """Store a memory from this job (it shows in the trace); its id, or None without
+        memory."""
+        if self._memory is None:
+            return None
+        return self._memory.remember(
+            text,
+            kind=kind,
+            contact_id=contact_id,
+            job_id=self.job_id,
+            source=f"{self._agent.name} agent",
+            by=self._actor,
+            correlation_id=self.job_id,
+        ).memory_id
 
     @property
     def offline(self) -> bool:

@@ -340,6 +340,15 @@ SYSTEM_PROMPT = (
 )
 
 
+# Recalled from memory for a new proposal, and how the model may use it.
+RELATED_KINDS = ("proposal", "deliverable", "case_study", "worklog")
+RELATED_PROMPT = (
+    "'related_past_work' lists the consultant's own earlier work recalled from memory. You "
+    "may mention one relevant example in one sentence as a reference. Never take a price, a "
+    "date, a name or a term from it: this proposal's facts are only those in 'proposal'."
+)
+
+
 class ProposalAgent(Agent[ProposalInput, ProposalOutput]):
     name = "proposal"
     description = "Drafts a proposal email (scope, price, timeline as given) to approve."
@@ -352,7 +361,8 @@ class ProposalAgent(Agent[ProposalInput, ProposalOutput]):
     def run(self, ctx: AgentContext, payload: ProposalInput) -> ProposalOutput:
         contact = ctx.step("contact", lambda: self._contact(ctx, payload))
         ctx.contact_id = contact["contact_id"]
-        draft = ctx.step("draft", lambda: self._draft(ctx, payload, contact))
+        related = ctx.step("recall", lambda: self._recall(ctx, payload))
+        draft = ctx.step("draft", lambda: self._draft(ctx, payload, contact, related["items"]))
         proposal = ctx.propose(
             "email",
             "send_email",
@@ -383,16 +393,38 @@ class ProposalAgent(Agent[ProposalInput, ProposalOutput]):
         }
 
     @staticmethod
+    def _recall(ctx: AgentContext, payload: ProposalInput) -> dict[str, Any]:
+        """Past work like this one (any client): proposals, deliverables, case studies."""
+        recalled = ctx.recall(
+            " ".join([payload.title, *payload.scope]),
+            kinds=RELATED_KINDS,
+            limit=3,
+        )
+        items = [
+            {"kind": r.item.kind, "text": r.item.text[:1500]}
+            for r in (recalled.items if recalled else ())
+        ]
+        return {"items": items}
+
+    @staticmethod
     def _draft(
-        ctx: AgentContext, payload: ProposalInput, contact: Mapping[str, Any]
+        ctx: AgentContext,
+        payload: ProposalInput,
+        contact: Mapping[str, Any],
+        related: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         facts = _facts(ctx, payload, contact)
+        document: dict[str, Any] = {"proposal": facts}
+        messages = [ChatMessage("system", SYSTEM_PROMPT)]
+        if related:
+            document["related_past_work"] = related
+            messages.append(ChatMessage("system", RELATED_PROMPT))
         draft, response = ctx.structured(
             ModelRequest(
                 task=DRAFT_TASK,
                 messages=(
-                    ChatMessage("system", SYSTEM_PROMPT),
-                    ChatMessage("user", json.dumps({"proposal": facts}, ensure_ascii=False)),
+                    *messages,
+                    ChatMessage("user", json.dumps(document, ensure_ascii=False)),
                 ),
                 facts=facts,
                 json_schema=ProposalDraft.model_json_schema(),

@@ -40,6 +40,7 @@ from store import events as ev
 from store import queries
 from store.errors import ConcurrencyError, NotFoundError, StoreError
 from store.log import EventLog, utcnow
+from store.memory.service import Memory
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,10 @@ class JobRunner:
         budgets: Budgets | None = None,
         cache: ModelCache | None = None,
         rules: Mapping[str, ApprovalRule] | None = None,
+        memory: Memory | None = None,
     ) -> None:
         self._rules = rules or {}
+        self._memory = memory
         self._budgets = budgets
         self._cache = cache
         self._lease = lease
@@ -160,6 +163,7 @@ class JobRunner:
                 budgets=self._budgets,
                 cache=self._cache,
                 rules=self._rules,
+                memory=self._memory,
             )
             output: Any = agent.run(ctx, payload)
             summary = agent.summarize(payload, output)

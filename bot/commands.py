@@ -76,6 +76,39 @@ COMMANDS: dict[str, CommandSpec] = {
             needs_args=True,
         ),
         CommandSpec(
+            "remember",
+            "/remember <note> | /remember <contact> <key>: <value> | /remember rule: <rule>",
+            "store a note, a fact about a contact, or a business rule, e.g. /remember jane@acme.example rate: 120 EUR/h",
+            needs_args=True,
+        ),
+        CommandSpec(
+            "recall",
+            "/recall <question> [contact:<email>] [kind:<kind>]",
+            "what opcore remembers about it, best first, with sources",
+            needs_args=True,
+        ),
+        CommandSpec(
+            "facts",
+            "/facts <contact>|workspace [all]",
+            "a contact's (or the workspace's) current facts; 'all' adds their history",
+            needs_args=True,
+        ),
+        CommandSpec(
+            "why",
+            "/why <fact or memory id> | /why <contact> <key>",
+            "where a fact comes from: the events that set and changed it",
+            needs_args=True,
+        ),
+        CommandSpec(
+            "forget",
+            "/forget <memory or fact id>",
+            "stop recalling it (logged; /unforget within the undo window)",
+            needs_args=True,
+        ),
+        CommandSpec(
+            "unforget", "/unforget <id>", "bring back something forgotten", needs_args=True
+        ),
+        CommandSpec(
             "pair",
             "/pair <code>",
             "claim this bot with the code `opcore pair <channel>` printed",

@@ -25,6 +25,7 @@ from agents.triage import parse_triage
 from bot import render
 from bot.buttons import BundleChoice, EditChoice, QuestionChoice, bundle_button, parse_button
 from bot.commands import COMMANDS, ParsedCommand, help_text, parse_command
+from bot.memory_commands import MemoryCommands
 from bot.messages import MAX_TEXT, ButtonPress, InboundMessage, Reply
 from config import Settings
 from connectors.email import is_sendable_address
@@ -64,6 +65,7 @@ class Dispatcher:
             "undo": self._undo,
             "pair": lambda msg, cmd: [self._pair(msg, cmd)],
             "contact": self._contact,
+            **MemoryCommands(service.memory).handlers(),
         }
         missing = set(COMMANDS) - set(self._handlers)
         if missing:

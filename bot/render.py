@@ -9,6 +9,7 @@ from bot.buttons import approval_buttons, question_buttons
 from bot.messages import Reply
 from jobs.service import StatusReport
 from store import events as ev
+from store.memory.service import MemoryStatus
 from store.queries import ActionView, ApprovalView, JobView, QuestionView, short_id
 
 BODY_PREVIEW = 1500
@@ -122,7 +123,18 @@ def status(report: StatusReport) -> str:
         lines.append(f"Last error: job {err.short_id} at {when(err.finished_at)}: {err.error}")
     else:
         lines.append("Last error: none")
+    if report.memory is not None:
+        lines.append(memory_status(report.memory))
     return "\n".join(lines)
+
+
+def memory_status(status: MemoryStatus) -> str:
+    model = f", model {status.model}" if status.model else ""
+    line = (
+        f"Memory ({status.backend}, {status.mode}{model}): {status.items} memories, "
+        f"{status.facts} facts"
+    )
+    return "\n".join([line, *(f"  ⚠ {note}" for note in status.notes)])
 
 
 def _describe(event: ev.RecordedEvent) -> str:
@@ -213,7 +225,23 @@ def _describe(event: ev.RecordedEvent) -> str:
             return f"asked the operator: {', '.join(d.choices)}"
         case ev.QuestionAnswered():
             return f"{d.choice} by {d.answered_by} via {d.channel}"
+        case ev.MemoryRecalled():
+            return _recalled(d)
+        case ev.MemoryStored():
+            return f"{d.kind} {d.memory_id} stored: {d.text[:80]!r}"
+        case ev.FactAsserted():
+            return f"{d.subject} {d.key} = {d.value!r} ({d.source})"
     return ""
+
+
+def _recalled(d: ev.MemoryRecalled) -> str:
+    head = f"{d.query[:60]!r} ({d.mode}{', cache hit' if d.cached else ''}): "
+    head += f"{len(d.hits)} memor{'y' if len(d.hits) == 1 else 'ies'}, {len(d.facts)} facts"
+    hits = "".join(
+        f"\n      {h.get('memory_id')} {h.get('kind')} {str(h.get('preview', ''))[:60]!r}"
+        for h in d.hits[:3]
+    )
+    return head + hits
 
 
 def trace(job: JobView, events: Sequence[ev.RecordedEvent]) -> str:

@@ -41,6 +41,10 @@ class Reconciler:
     queue_lease: timedelta
     run_lease: timedelta
     remind_after: timedelta | None = None
+    # Purges memories whose undo window ended (returns how many).
+    purge_forgotten: Callable[..., int] | None = None
+    # Stores sent work as memory (returns how many).
+    capture_sent: Callable[[], int] | None = None
 
     def with_leases(self, lease: timedelta) -> Reconciler:
         return replace(self, queue_lease=lease, run_lease=lease)
@@ -83,6 +87,12 @@ class Reconciler:
             logger.info(
                 "expired %d approval(s), sent %d reminder(s)", swept.expired, swept.reminders
             )
+        if self.capture_sent is not None:
+            self.capture_sent()
+        if self.purge_forgotten is not None:
+            purged = self.purge_forgotten(now=moment)
+            if purged:
+                logger.info("purged %d forgotten memories whose undo window ended", purged)
         if jobs or actions:
             logger.warning("reconciler re-sent %d job(s) and %d action(s)", len(jobs), len(actions))
         return ReconcileReport(tuple(jobs), tuple(actions))

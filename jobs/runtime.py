@@ -33,6 +33,9 @@ from jobs.broker import check_broker, make_broker, start_worker
 from jobs.effects import Effects
 from jobs.faults import FaultInjector
 from store import Store, open_store, queries
+from store.errors import StoreError
+from store.memory import open_memory
+from store.memory.service import Memory
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class Runtime:
     broker: Broker
     actors: Actors
     connectors: dict[str, Connector]
+    memory: Memory
     worker: dramatiq.Worker | None = field(default=None)
 
     def start_worker(self) -> None:
@@ -85,6 +89,7 @@ class Runtime:
             self.worker = None
         self.broker.close()
         self.model.close()
+        self.memory.index.close()
         self.store.close()
 
 
@@ -93,6 +98,12 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.resolved_database_url)
     connectors = make_connectors(settings)
+    try:
+        memory = open_memory(settings, store)
+    except StoreError as exc:
+        raise ConfigError(
+            f"memory settings (OPCORE_EMBEDDINGS / OPCORE_WEAVIATE_URL): {exc}"
+        ) from exc
     agents: list[Agent[Any, Any]] = [
         LeadAgent(),
         ProposalAgent(),
@@ -128,6 +139,7 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
         ),
         cache=ModelCache(ttl=timedelta(seconds=settings.model_cache_ttl_seconds)),
         rules=settings.approval_rules,
+        memory=memory,
     )
     effects = Effects(
         log=store.log, connectors=connectors, lease=lease, retry=retry, on_checkpoint=faults
@@ -152,6 +164,7 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
         broker=broker,
         actors=actors,
         connectors=connectors,
+        memory=memory,
     )
     if with_worker:
         runtime.start_worker()

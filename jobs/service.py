@@ -25,6 +25,7 @@ from store import events as ev
 from store import queries
 from store.errors import NotFoundError, StoreError
 from store.log import utcnow
+from store.memory.service import Memory, MemoryStatus
 from store.queries import ApprovalView, ContactView, JobView
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class StatusReport:
     broker: str
     last_error: JobView | None
     pending_approvals: int
+    memory: MemoryStatus | None = None
 
 
 class JobService:
@@ -295,6 +297,8 @@ class JobService:
             remind_after=timedelta(hours=settings.approval_reminder_hours)
             if settings.approval_reminder_hours
             else None,
+            purge_forgotten=self._rt.memory.purge_expired,
+            capture_sent=self._rt.memory.capture_sent,
         )
 
     def send_job(self, job_id: str) -> bool:
@@ -351,7 +355,12 @@ class JobService:
             broker="in-process" if self._rt.settings.in_process_broker else "redis",
             last_error=queries.last_error(),
             pending_approvals=len(queries.pending_approvals(limit=1000)),
+            memory=self._rt.memory.status(),
         )
+
+    @property
+    def memory(self) -> Memory:
+        return self._rt.memory
 
 
 def _far_future() -> datetime:

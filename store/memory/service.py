@@ -39,6 +39,9 @@ from store.projections import MULTI_VALUED_KEYS, normal_digest
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 20_000
+CAPTURE_CURSOR = "memory:sent"
+# The memory kind of an email sent by each agent.
+SENT_KINDS = {"proposal": "proposal", "release_notes": "document"}
 INDEX_EVENTS = ("MemoryStored", "MemoryForgotten", "MemoryRestored", "MemoryPurged")
 # Facts about a contact that only /contact may change (they address real email).
 CONTACT_KEYS = frozenset({"name", "email", "company"})
@@ -388,6 +391,7 @@ class Memory:
         """The memories best matching ``query`` (and the contact's current facts when the
         filter names a contact). With ``job_id``, recorded in the job's trace."""
         filters = filters or RecallFilter()
+        self.capture_sent()
         position = self.sync()
         cache_key = (query.strip().lower(), filters, limit, position, self.embedder.model)
         result = self._cached(cache_key)
@@ -560,6 +564,49 @@ class Memory:
             return _item(row)
         assert isinstance(row, FactRow)
         return _fact(row)
+
+    # Work sent out becomes memory -------------------------------------------------------
+
+    def capture_sent(self) -> int:
+        """Store every email opcore sent (proposals, replies, release notes) as a memory of
+        its contact, so later jobs recall it. Follows ``ActionExecuted`` with its own cursor;
+        a memory's id makes a second pass over the same email a no-op. Returns how many."""
+        count = 0
+        with self._lock:
+            after = queries.cursor(CAPTURE_CURSOR) or 0
+            while chunk := self.store.log.read_all(
+                after=after, limit=200, types=("ActionExecuted",)
+            ):
+                for event in chunk:
+                    count += self._capture(event)
+                after = chunk[-1].position
+                queries.save_cursor(CAPTURE_CURSOR, after)
+        return count
+
+    def _capture(self, event: ev.RecordedEvent) -> int:
+        data = event.data
+        assert isinstance(data, ev.ActionExecuted)
+        try:
+            action = queries.get_action(data.action_id)
+            job = queries.get_job(action.job_id)
+        except NotFoundError:
+            return 0
+        if (action.connector, action.action) != ("email", "send_email"):
+            return 0
+        subject = str(action.params.get("subject", ""))
+        body = str(action.params.get("body", ""))
+        if not body.strip():
+            return 0
+        stored = self.remember(
+            f"{subject}\n\n{body}" if subject else body,
+            kind=SENT_KINDS.get(job.agent, "draft"),
+            contact_id=action.contact_id,
+            job_id=job.job_id,
+            source=f"sent by the {job.agent} agent",
+            by=f"agent:{job.agent}",
+            correlation_id=job.job_id,
+        )
+        return 1 if stored.created else 0
 
     # The index -------------------------------------------------------------------------
 

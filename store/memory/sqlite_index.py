@@ -113,14 +113,14 @@ STOPWORDS = frozenset(
         "those",
     ]
 )
-_WORD = re.compile(r"[\w']+", re.UNICODE)
+_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def keyword_query(text: str) -> str:
     """An FTS5 MATCH expression: the query's words OR'ed, each quoted (no operator
     injection: FTS5 syntax in the query is treated as words)."""
-    words = [w.strip("'").lower() for w in _WORD.findall(text)]
-    kept = [w for w in dict.fromkeys(words) if w and w not in STOPWORDS]
+    words = [w.lower() for w in _WORD.findall(text)]  # "budget's" -> "budget", "s"
+    kept = [w for w in dict.fromkeys(words) if (len(w) > 1 or w.isdigit()) and w not in STOPWORDS]
     return " OR ".join(f'"{w}"' for w in kept)
 
 
