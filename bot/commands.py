@@ -106,6 +106,12 @@ COMMANDS: dict[str, CommandSpec] = {
             needs_args=True,
         ),
         CommandSpec(
+            "history",
+            "/history <contact> [days]",
+            "what happened with a contact (jobs, emails, decisions, facts), default 30 days",
+            needs_args=True,
+        ),
+        CommandSpec(
             "unforget", "/unforget <id>", "bring back something forgotten", needs_args=True
         ),
         CommandSpec(

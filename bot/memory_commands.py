@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from bot.commands import COMMANDS, ParsedCommand
 from bot.messages import InboundMessage, Reply
+from bot.render import describe
+from store import events as ev
 from store.errors import NotFoundError, RecallError
 from store.memory.base import MEMORY_KINDS, RecallFilter
 from store.memory.service import Fact, Memory, MemoryInputError, MemoryItem, Recall
@@ -152,6 +154,35 @@ def render_why(memory: Memory, found: Fact | MemoryItem) -> str:
     return "\n".join(lines)
 
 
+# What a contact's history shows: the steps that matter to the operator.
+HISTORY_EVENTS = (
+    ev.JobRequested,
+    ev.ContactCreated,
+    ev.ContactUpdated,
+    ev.ActionProposed,
+    ev.ApprovalDecided,
+    ev.ApprovalExpired,
+    ev.ActionExecuted,
+    ev.ActionFailed,
+    ev.FactAsserted,
+    ev.MemoryStored,
+    ev.JobFailed,
+)
+HISTORY_LINES = 25
+
+
+def render_history(email: str, days: int, events: list[ev.RecordedEvent]) -> str:
+    shown = [e for e in events if isinstance(e.data, HISTORY_EVENTS)]
+    if not shown:
+        return f"Nothing happened with {email} in the last {days} days."
+    lines = [f"With {email}, last {days} days ({len(shown)} steps):"]
+    for event in shown[-HISTORY_LINES:]:
+        lines.append(f"• {event.recorded_at:%m-%d %H:%M} {event.type}: {describe(event)[:120]}")
+    if len(shown) > HISTORY_LINES:
+        lines.insert(1, f"(the last {HISTORY_LINES}; /trace <job> shows a job in full)")
+    return "\n".join(lines)
+
+
 class MemoryCommands:
     """The handlers, registered by the dispatcher."""
 
@@ -166,6 +197,7 @@ class MemoryCommands:
             "why": self._guard(self.why),
             "forget": self._guard(self.forget),
             "unforget": self._guard(self.unforget),
+            "history": self._guard(self.history),
         }
 
     @staticmethod
@@ -301,6 +333,17 @@ class MemoryCommands:
         if isinstance(item, MemoryItem):
             return [Reply(f"Restored: {_preview(item.text)} ({item.memory_id}).")]
         return [Reply(f"Restored: {item.key} = {item.value} ({item.fact_id}).")]
+
+    def history(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        words = cmd.args.split()
+        days = 30
+        if len(words) > 1 and words[-1].isdigit():
+            days = max(1, min(int(words[-1]), 3650))
+            words = words[:-1]
+        contact = self._memory.resolve_contact(" ".join(words))
+        since = datetime.now(UTC) - timedelta(days=days)
+        events = self._memory.episodes(contact.contact_id, since=since)
+        return [Reply(render_history(contact.email, days, events))]
 
     # Helpers ---------------------------------------------------------------------------
 

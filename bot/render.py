@@ -137,7 +137,8 @@ def memory_status(status: MemoryStatus) -> str:
     return "\n".join([line, *(f"  ⚠ {note}" for note in status.notes)])
 
 
-def _describe(event: ev.RecordedEvent) -> str:
+def describe(event: ev.RecordedEvent) -> str:
+    """One event in a few words, for traces and histories."""
     d = event.data
     match d:
         case ev.JobRequested():
@@ -260,7 +261,7 @@ def trace(job: JobView, events: Sequence[ev.RecordedEvent]) -> str:
         step = (event.recorded_at - previous).total_seconds()
         previous = event.recorded_at
         lines.append(
-            f"+{offset:7.3f}s (+{step * 1000:5.0f} ms) {event.type.ljust(width)}  {_describe(event)}"
+            f"+{offset:7.3f}s (+{step * 1000:5.0f} ms) {event.type.ljust(width)}  {describe(event)}"
         )
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ from store.events import Metadata, NewEvent
 from store.log import to_recorded
 from store.memory.base import MEMORY_KINDS, Hit, IndexedDoc, RecallFilter, RecallIndex
 from store.memory.embeddings import Embedder
-from store.models import ContactRow, EventRecord, FactRow, MemoryRow
+from store.models import ActionRow, ContactRow, EventRecord, FactRow, MemoryRow
 from store.projections import MULTI_VALUED_KEYS, normal_digest
 
 log = logging.getLogger(__name__)
@@ -487,6 +487,42 @@ class Memory:
             ],
             metadata=Metadata(actor="memory", correlation_id=correlation_id or job_id),
         )
+
+    def episodes(
+        self, contact_id: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[ev.RecordedEvent]:
+        """Episodic memory: everything that happened with a contact (its jobs' events, its
+        facts, its memories), in log order, between ``since`` and ``until``."""
+        jobs = {
+            r.job_id
+            for r in ActionRow.select(ActionRow.job_id).where(ActionRow.contact_id == contact_id)
+        }
+        jobs |= {
+            str(r.job_id)
+            for r in MemoryRow.select(MemoryRow.job_id).where(
+                (MemoryRow.contact_id == contact_id) & MemoryRow.job_id.is_null(False)
+            )
+        }
+        events: dict[int, ev.RecordedEvent] = {}
+        for stream in (ev.contact_stream(contact_id), ev.facts_stream(f"contact:{contact_id}")):
+            for event in self.store.log.read_stream(stream):
+                events[event.position] = event
+        for event in self.store.log.read_stream(ev.contact_stream(contact_id)):
+            if event.metadata.correlation_id:
+                jobs.add(event.metadata.correlation_id)
+        for job_id in jobs:
+            for event in self.store.log.read_correlated(job_id):
+                events[event.position] = event
+        memories = MemoryRow.select(MemoryRow.memory_id).where(MemoryRow.contact_id == contact_id)
+        for row in memories:
+            for event in self.store.log.read_stream(ev.memory_stream(row.memory_id)):
+                events[event.position] = event
+        return [
+            e
+            for _, e in sorted(events.items())
+            if (since is None or e.recorded_at >= since)
+            and (until is None or e.recorded_at < until)
+        ]
 
     def facts(self, subject: str, *, history: bool = False) -> list[Fact]:
         """The subject's facts: current ones, or every one (newest first) with ``history``."""

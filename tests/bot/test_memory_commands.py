@@ -136,3 +136,23 @@ def test_a_proposal_recalls_past_work_and_the_sent_proposal_becomes_memory(
     wait_for(lambda: queries.get_action(approval.action_id).status == "executed")
     answer = say(dispatcher, "/recall proposal website audit contact:jane@acme.example")
     assert "sent by the proposal agent" in answer and "proposal ·" in answer
+
+
+def test_history_tells_what_happened_with_a_contact(dispatcher: Dispatcher) -> None:
+    from store import queries
+    from tests.bot.test_dispatch import LEAD, msg, press, wait_for
+
+    dispatcher.handle_message(msg(LEAD))
+    wait_for(lambda: len(queries.pending_approvals()) == 1)
+    [approval] = queries.pending_approvals()
+    dispatcher.handle_button(press(f"ap:{approval.token}:y"))
+    wait_for(lambda: queries.get_action(approval.action_id).status == "executed")
+    say(dispatcher, "/remember jane@acme.example rate: 90 EUR/h")
+    history = say(dispatcher, "/history jane@acme.example")
+    assert history.startswith("With jane@acme.example, last 30 days")
+    for step in ("JobRequested", "ContactCreated", "ActionProposed", "ApprovalDecided"):
+        assert step in history
+    assert "ActionExecuted" in history and "FactAsserted" in history
+    assert say(dispatcher, "/history Jane Doe 7").startswith("With jane@acme.example, last 7 days")
+    assert "no contact named 'Jane'" in say(dispatcher, "/history Jane")
+    assert "no contact" in say(dispatcher, "/history nobody@nowhere.example")
