@@ -146,6 +146,7 @@ class SqliteRecallIndex:
             raise RecallError(f"cannot open the recall index at {target}: {exc}") from exc
         self._lock = threading.RLock()
         self._matrix: _VectorMatrix | None = None  # loaded on first vector search
+        self._matrix_version = -1
 
     # Writing ---------------------------------------------------------------------------
 
@@ -248,8 +249,12 @@ class SqliteRecallIndex:
         return [r[0] for r in rows]
 
     def _vector(self, vector: Sequence[float], filters: RecallFilter, limit: int) -> list[str]:
-        if self._matrix is None:
+        # data_version changes when another connection (another opcore process) commits to
+        # the file: then the matrix this process holds is stale.
+        version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        if self._matrix is None or version != self._matrix_version:
             self._matrix = _VectorMatrix.load(self._conn)
+            self._matrix_version = version
         return self._matrix.nearest(vector, filters, limit)
 
     def stats(self) -> IndexStats:

@@ -268,3 +268,17 @@ def test_bad_memory_input_is_refused_with_a_reason(memory: Memory) -> None:
         memory.remember("x", kind="gossip", source="s", by="op")
     with pytest.raises(MemoryInputError, match="key and a value"):
         memory.assert_fact("workspace", "rule", " ", source="s", by="op")
+
+
+def test_a_memory_written_by_another_process_is_found_by_vector(
+    store: Store, tmp_path: Path, embeddings: FakeOpenAI
+) -> None:
+    embedder = OpenAIEmbedder(embeddings.base_url, "toy-embed")
+    bot = Memory(store, SqliteRecallIndex(tmp_path / "recall.db"), embedder)
+    worker = Memory(store, SqliteRecallIndex(tmp_path / "recall.db"), embedder)
+    bot.remember("Globex asked for a website redesign", source="s", by="op")
+    assert bot.recall("site overhaul").items  # the bot's process now holds its vector matrix
+    worker.remember("Initech wants a redesign of the shop", source="s", by="op")
+    found = bot.recall("Initech shop overhaul")
+    assert "Initech wants a redesign of the shop" in _texts(found)
+    assert any(r.hit.vector_rank is not None for r in found.items if "Initech" in r.item.text)
