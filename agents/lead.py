@@ -204,6 +204,13 @@ SYSTEM_PROMPT = (
 )
 
 
+HISTORY_PROMPT = (
+    "'our_history_with_them' is what the consultant's memory holds about this contact (past "
+    "emails, notes). Use it to write as someone who knows them; never repeat a price, date or "
+    "promise from it unless the lead's own message asks about it."
+)
+
+
 class LeadAgent(Agent[LeadInput, LeadOutput]):
     name = "lead"
     description = "Qualifies a new lead: records the contact and drafts a first reply to approve."
@@ -224,7 +231,8 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
                 subject=subject_for(payload),
                 offline=True,
             )
-        draft = ctx.step("draft", lambda: self._draft(ctx, payload, contact))
+        history = ctx.step("recall", lambda: self._recall(ctx, payload, contact))
+        draft = ctx.step("draft", lambda: self._draft(ctx, payload, contact, history["items"]))
         proposal = ctx.propose(
             "email",
             "send_email",
@@ -287,14 +295,38 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
         }
 
     @staticmethod
-    def _draft(ctx: AgentContext, payload: LeadInput, contact: dict[str, Any]) -> dict[str, Any]:
+    def _recall(ctx: AgentContext, payload: LeadInput, contact: dict[str, Any]) -> dict[str, Any]:
+        """What we know of a returning contact (a new one has no past: nothing to recall)."""
+        if contact["created"]:
+            return {"items": []}
+        recalled = ctx.recall(
+            payload.need or payload.name, contact_id=contact["contact_id"], limit=3
+        )
+        items = [
+            {"kind": r.item.kind, "text": r.item.text[:1000]}
+            for r in (recalled.items if recalled else ())
+        ]
+        return {"items": items}
+
+    @staticmethod
+    def _draft(
+        ctx: AgentContext,
+        payload: LeadInput,
+        contact: dict[str, Any],
+        history: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         facts = _facts(ctx, payload, contact)
+        document: dict[str, Any] = {"lead": facts}
+        messages = [ChatMessage("system", SYSTEM_PROMPT)]
+        if history:
+            document["our_history_with_them"] = history
+            messages.append(ChatMessage("system", HISTORY_PROMPT))
         draft, response = ctx.structured(
             ModelRequest(
                 task=DRAFT_TASK,
                 messages=(
-                    ChatMessage("system", SYSTEM_PROMPT),
-                    ChatMessage("user", json.dumps({"lead": facts}, ensure_ascii=False)),
+                    *messages,
+                    ChatMessage("user", json.dumps(document, ensure_ascii=False)),
                 ),
                 facts=facts,
                 json_schema=LeadDraft.model_json_schema(),

@@ -156,3 +156,29 @@ def test_history_tells_what_happened_with_a_contact(dispatcher: Dispatcher) -> N
     assert say(dispatcher, "/history Jane Doe 7").startswith("With jane@acme.example, last 7 days")
     assert "no contact named 'Jane'" in say(dispatcher, "/history Jane")
     assert "no contact" in say(dispatcher, "/history nobody@nowhere.example")
+
+
+def test_a_returning_lead_recalls_what_was_sent_to_them_before(
+    dispatcher: Dispatcher, runtime: Runtime
+) -> None:
+    from store import events as ev
+    from store import queries
+    from tests.bot.test_dispatch import LEAD, msg, press, wait_for
+
+    dispatcher.handle_message(msg(LEAD))
+    wait_for(lambda: len(queries.pending_approvals()) == 1)
+    [first] = queries.pending_approvals()
+    first_events = runtime.store.log.read_correlated(first.job_id)
+    assert not any(isinstance(e.data, ev.MemoryRecalled) for e in first_events)  # new contact
+    dispatcher.handle_button(press(f"ap:{first.token}:y"))
+    wait_for(lambda: queries.get_action(first.action_id).status == "executed")
+    dispatcher.handle_message(msg("/lead Jane Doe <jane@acme.example> now wants a website audit"))
+    wait_for(lambda: len(queries.pending_approvals()) == 1)
+    [second] = queries.pending_approvals()
+    [recalled] = [
+        e.data
+        for e in runtime.store.log.read_correlated(second.job_id)
+        if isinstance(e.data, ev.MemoryRecalled)
+    ]
+    sent = queries.get_action(first.action_id).params["subject"]
+    assert recalled.hits and recalled.hits[0]["preview"].startswith(sent)
