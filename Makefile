@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_log
 	$(BIN)/python -m bench.bench_events
 	$(BIN)/python -m bench.bench_channels
+	$(BIN)/python -m bench.bench_memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

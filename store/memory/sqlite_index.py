@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,13 @@ import numpy as np
 from store.errors import RecallError
 from store.memory.base import Hit, IndexedDoc, IndexStats, RecallFilter, fuse
 
-# How many candidates each retriever hands to the fusion.
-CANDIDATES = 50
+# How many candidates each retriever hands to the fusion. Keyword search hands fewer: on
+# paraphrased questions its lower ranks are mostly noise that outvotes the vector's best hit
+# (bench/bench_memory.py measured recall@5 0.235 with 50, 0.335 with 10).
+VECTOR_CANDIDATES = 50
+# Deleted or replaced rows a loaded matrix keeps (masked out) before it is reloaded.
+DEAD_ROWS_KEPT = 1000
+KEYWORD_CANDIDATES = 10
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -38,15 +44,27 @@ CREATE TABLE IF NOT EXISTS docs (
     vector BLOB
 );
 CREATE INDEX IF NOT EXISTS docs_contact ON docs (contact_id);
+-- The filters' columns ride along UNINDEXED, so a filtered keyword search needs no join.
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(
-    text, content='docs', content_rowid='rid', tokenize='porter unicode61 remove_diacritics 2'
+    text, kind UNINDEXED, contact_id UNINDEXED, created_at UNINDEXED,
+    tokenize='porter unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER IF NOT EXISTS docs_ai AFTER INSERT ON docs BEGIN
-    INSERT INTO docs_fts(rowid, text) VALUES (new.rid, new.text);
+    INSERT INTO docs_fts(rowid, text, kind, contact_id, created_at)
+    VALUES (new.rid, new.text, new.kind, new.contact_id, new.created_at);
 END;
 CREATE TRIGGER IF NOT EXISTS docs_ad AFTER DELETE ON docs BEGIN
-    INSERT INTO docs_fts(docs_fts, rowid, text) VALUES ('delete', old.rid, old.text);
+    DELETE FROM docs_fts WHERE rowid = old.rid;
 END;
+"""
+# Bumped when the schema above changes: an older index file is dropped and rebuilt from the
+# log (the memory service sees it empty and reindexes).
+SCHEMA_VERSION = 2
+_DROP = """
+DROP TRIGGER IF EXISTS docs_ai;
+DROP TRIGGER IF EXISTS docs_ad;
+DROP TABLE IF EXISTS docs_fts;
+DROP TABLE IF EXISTS docs;
 """
 
 # Words too common to help a keyword match (FTS5 has no stop list of its own).
@@ -103,6 +121,7 @@ STOPWORDS = frozenset(
         "you",
         "your",
         "about",
+        "one",
         "any",
         "did",
         "into",
@@ -141,12 +160,17 @@ class SqliteRecallIndex:
             self._conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            found = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            if found != SCHEMA_VERSION:
+                self._conn.executescript(_DROP)
             self._conn.executescript(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise RecallError(f"cannot open the recall index at {target}: {exc}") from exc
         self._lock = threading.RLock()
         self._matrix: _VectorMatrix | None = None  # loaded on first vector search
         self._matrix_version = -1
+        self._executor: ThreadPoolExecutor | None = None
 
     # Writing ---------------------------------------------------------------------------
 
@@ -179,7 +203,7 @@ class SqliteRecallIndex:
                     ),
                 )
             )
-            self._matrix = None
+            self._patch_matrix(remove=[d.memory_id for d in docs], add=docs)
 
     def delete(self, memory_ids: Sequence[str]) -> None:
         if not memory_ids:
@@ -190,11 +214,17 @@ class SqliteRecallIndex:
                     "DELETE FROM docs WHERE memory_id = ?", [(m,) for m in memory_ids]
                 )
             )
-            self._matrix = None
+            self._patch_matrix(remove=list(memory_ids), add=())
 
     def clear(self) -> None:
         with self._lock:
             self._write(lambda c: c.execute("DELETE FROM docs"))
+            self._matrix = None
+
+    def _patch_matrix(self, *, remove: Sequence[str], add: Sequence[IndexedDoc]) -> None:
+        """Keep a loaded vector matrix in step with this process's own write (reloading it
+        costs about a second at 100k memories); drop it when patching is not worth it."""
+        if self._matrix is not None and not self._matrix.patch(remove, add):
             self._matrix = None
 
     def _write(self, work: Any) -> None:
@@ -220,8 +250,17 @@ class SqliteRecallIndex:
         filters: RecallFilter,
     ) -> list[Hit]:
         with self._lock:
-            keyword = self._keyword(query, filters, CANDIDATES)
-            semantic = [] if vector is None else self._vector(vector, filters, CANDIDATES)
+            if vector is None:
+                keyword = self._keyword(query, filters, max(limit, KEYWORD_CANDIDATES))
+                semantic: list[str] = []
+            else:
+                # Both halves release the GIL (SQLite, BLAS): run them side by side.
+                matrix = self._current_matrix()
+                nearest = self._pool().submit(
+                    matrix.nearest, vector, filters, max(limit, VECTOR_CANDIDATES)
+                )
+                keyword = self._keyword(query, filters, max(limit, KEYWORD_CANDIDATES))
+                semantic = nearest.result()
         if vector is None:
             fused = [(m, 1.0 / (60 + r)) for r, m in enumerate(keyword, start=1)]
         else:
@@ -237,10 +276,13 @@ class SqliteRecallIndex:
         match = keyword_query(query)
         if not match:
             return []
-        where, params = _where(filters, "d.")
+        where, params = _where(filters, "")
+        # Rank inside FTS5 (filters read its UNINDEXED columns), then join only the top rows:
+        # joining every match before sorting costs twice as much on a large index.
         sql = (
-            "SELECT d.memory_id FROM docs_fts JOIN docs d ON d.rid = docs_fts.rowid"
-            f" WHERE docs_fts MATCH ?{where} ORDER BY bm25(docs_fts) LIMIT ?"
+            "SELECT d.memory_id FROM (SELECT rowid AS rid, bm25(docs_fts) AS score FROM docs_fts"
+            f" WHERE docs_fts MATCH ?{where} ORDER BY score LIMIT ?) AS top"
+            " JOIN docs d ON d.rid = top.rid ORDER BY top.score"
         )
         try:
             rows = self._conn.execute(sql, [match, *params, limit]).fetchall()
@@ -248,14 +290,19 @@ class SqliteRecallIndex:
             raise RecallError(f"keyword search failed: {exc}") from exc
         return [r[0] for r in rows]
 
-    def _vector(self, vector: Sequence[float], filters: RecallFilter, limit: int) -> list[str]:
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recall")
+        return self._executor
+
+    def _current_matrix(self) -> _VectorMatrix:
         # data_version changes when another connection (another opcore process) commits to
         # the file: then the matrix this process holds is stale.
         version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
         if self._matrix is None or version != self._matrix_version:
             self._matrix = _VectorMatrix.load(self._conn)
             self._matrix_version = version
-        return self._matrix.nearest(vector, filters, limit)
+        return self._matrix
 
     def stats(self) -> IndexStats:
         with self._lock:
@@ -270,6 +317,9 @@ class SqliteRecallIndex:
 
     def close(self) -> None:
         with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
             self._conn.close()
 
 
@@ -306,8 +356,17 @@ class _VectorMatrix:
     ) -> None:
         self.ids = ids
         self.matrix = matrix
-        self.kinds = kinds
-        self.contacts = contacts
+        self.alive = np.ones(len(ids), dtype=bool)  # False: deleted or replaced since loading
+        self.position = {memory_id: i for i, memory_id in enumerate(ids)}
+        # Kinds and contacts as integer codes: comparing ints is ~10x faster than objects.
+        self.kind_codes = {k: i for i, k in enumerate(sorted(set(kinds.tolist())))}
+        self.contact_codes = {
+            c: i for i, c in enumerate(sorted({c for c in contacts.tolist() if c is not None}))
+        }
+        self.kinds = np.array([self.kind_codes[k] for k in kinds.tolist()], dtype=np.int32)
+        self.contacts = np.array(
+            [self.contact_codes.get(c, -1) for c in contacts.tolist()], dtype=np.int32
+        )
         self.created = created
 
     @classmethod
@@ -336,6 +395,45 @@ class _VectorMatrix:
             np.array([r[3] for r in rows], dtype=np.float64),
         )
 
+    def patch(self, remove: Sequence[str], add: Sequence[IndexedDoc]) -> bool:
+        """Apply a write in place; False when the matrix should be reloaded instead (empty,
+        another dimension, or mostly dead rows)."""
+        for memory_id in remove:
+            row = self.position.pop(memory_id, None)
+            if row is not None:
+                self.alive[row] = False
+        new = [d for d in add if d.vector is not None]
+        dead = len(self.alive) - int(self.alive.sum())
+        if dead > max(DEAD_ROWS_KEPT, len(self.alive) // 4):
+            return False
+        if not new:
+            return True
+        if not self.ids or any(len(d.vector or ()) != self.matrix.shape[1] for d in new):
+            return False
+        raw = np.asarray([d.vector for d in new], dtype=np.float32)
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        start = len(self.ids)
+        self.matrix = np.vstack([self.matrix, (raw / np.where(norms == 0, 1.0, norms))]).astype(
+            np.float32
+        )
+        for d in new:
+            self.kind_codes.setdefault(d.kind, len(self.kind_codes))
+            if d.contact_id is not None:
+                self.contact_codes.setdefault(d.contact_id, len(self.contact_codes))
+        self.kinds = np.concatenate(
+            [self.kinds, np.array([self.kind_codes[d.kind] for d in new], dtype=np.int32)]
+        )
+        contacts = [self.contact_codes.get(d.contact_id, -1) if d.contact_id else -1 for d in new]
+        self.contacts = np.concatenate([self.contacts, np.array(contacts, dtype=np.int32)])
+        self.created = np.concatenate(
+            [self.created, np.array([_ts(d.created_at) for d in new], dtype=np.float64)]
+        )
+        self.alive = np.concatenate([self.alive, np.ones(len(new), dtype=bool)])
+        for offset, d in enumerate(new):
+            self.ids.append(d.memory_id)
+            self.position[d.memory_id] = start + offset
+        return True
+
     def nearest(self, vector: Sequence[float], filters: RecallFilter, limit: int) -> list[str]:
         if not self.ids:
             return []
@@ -348,8 +446,8 @@ class _VectorMatrix:
         norm = float(np.linalg.norm(query))
         scores = self.matrix @ (query / (norm or 1.0))
         mask = self._mask(filters)
-        if mask is not None:
-            scores = np.where(mask, scores, -np.inf)
+        mask = self.alive if mask is None else (mask & self.alive)
+        scores = np.where(mask, scores, -np.inf)
         count = min(limit, len(self.ids))
         top = np.argpartition(-scores, count - 1)[:count]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -363,9 +461,10 @@ class _VectorMatrix:
             mask = m if mask is None else (mask & m)
 
         if filters.contact_id is not None:
-            both(self.contacts == filters.contact_id)
+            both(self.contacts == self.contact_codes.get(filters.contact_id, -2))
         if filters.kinds:
-            both(np.isin(self.kinds, sorted(filters.kinds)))
+            codes = [self.kind_codes[k] for k in filters.kinds if k in self.kind_codes]
+            both(np.isin(self.kinds, codes) if codes else np.zeros(len(self.ids), dtype=bool))
         if filters.since is not None:
             both(self.created >= _ts(filters.since))
         if filters.until is not None:
