@@ -28,6 +28,10 @@ from store.memory.base import Hit, IndexedDoc, IndexStats, RecallFilter, fuse
 # paraphrased questions its lower ranks are mostly noise that outvotes the vector's best hit
 # (bench/bench_memory.py measured recall@5 0.235 with 50, 0.335 with 10).
 VECTOR_CANDIDATES = 50
+# Query words in more than this share of memories are left out of the keyword query once the
+# index holds COMMON_MIN_ITEMS memories (see SqliteRecallIndex._without_common_words).
+COMMON_SHARE = 0.05
+COMMON_MIN_ITEMS = 20_000
 # Deleted or replaced rows a loaded matrix keeps (masked out) before it is reloaded.
 DEAD_ROWS_KEPT = 1000
 KEYWORD_CANDIDATES = 10
@@ -171,6 +175,8 @@ class SqliteRecallIndex:
         self._matrix: _VectorMatrix | None = None  # loaded on first vector search
         self._matrix_version = -1
         self._executor: ThreadPoolExecutor | None = None
+        self._counted: tuple[int, int] | None = None  # (data_version, items)
+        self._dirty_count = True
 
     # Writing ---------------------------------------------------------------------------
 
@@ -220,8 +226,10 @@ class SqliteRecallIndex:
         with self._lock:
             self._write(lambda c: c.execute("DELETE FROM docs"))
             self._matrix = None
+            self._dirty_count = True
 
     def _patch_matrix(self, *, remove: Sequence[str], add: Sequence[IndexedDoc]) -> None:
+        self._dirty_count = True
         """Keep a loaded vector matrix in step with this process's own write (reloading it
         costs about a second at 100k memories); drop it when patching is not worth it."""
         if self._matrix is not None and not self._matrix.patch(remove, add):
@@ -273,7 +281,7 @@ class SqliteRecallIndex:
         ]
 
     def _keyword(self, query: str, filters: RecallFilter, limit: int) -> list[str]:
-        match = keyword_query(query)
+        match = self._without_common_words(keyword_query(query))
         if not match:
             return []
         where, params = _where(filters, "")
@@ -289,6 +297,35 @@ class SqliteRecallIndex:
         except sqlite3.Error as exc:
             raise RecallError(f"keyword search failed: {exc}") from exc
         return [r[0] for r in rows]
+
+    def _without_common_words(self, match: str) -> str:
+        """On a large index, leave out query words found in more than COMMON_SHARE of the
+        memories (bm25 gives them almost no weight, yet scoring their matches is most of a
+        query's time); the rarest word always stays."""
+        words = match.split(" OR ") if match else []
+        total = self._count()
+        if len(words) < 2 or total < COMMON_MIN_ITEMS:
+            return match
+        cap = int(total * COMMON_SHARE)
+        counts = {
+            w: int(
+                self._conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM docs_fts WHERE docs_fts MATCH ? LIMIT ?)",
+                    (w, cap + 1),
+                ).fetchone()[0]
+            )
+            for w in words
+        }
+        kept = [w for w in words if counts[w] <= cap] or [min(words, key=counts.__getitem__)]
+        return " OR ".join(kept)
+
+    def _count(self) -> int:
+        version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        if self._counted is None or self._counted[0] != version or self._dirty_count:
+            total = int(self._conn.execute("SELECT count(*) FROM docs").fetchone()[0])
+            self._counted = (version, total)
+            self._dirty_count = False
+        return self._counted[1]
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:

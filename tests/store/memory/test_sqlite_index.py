@@ -70,3 +70,19 @@ def test_keyword_query_quotes_words_and_splits_possessives() -> None:
     assert keyword_query("Acme's budget") == '"acme" OR "budget"'
     assert keyword_query('NEAR(a b) AND "x" -y *') == '"near"'
     assert keyword_query("what is the one") == ""
+
+
+def test_on_a_large_index_very_common_words_are_left_out_but_the_rarest_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_index, "COMMON_MIN_ITEMS", 10)
+    index = SqliteRecallIndex(tmp_path / "r.db")
+    docs = [IndexedDoc(f"m{i}", "note", f"invoice number {i}", NOW) for i in range(40)] + [
+        IndexedDoc("rare", "note", "invoice for Vandelay latex", NOW)
+    ]
+    index.upsert(docs)
+    assert index._without_common_words('"invoice" OR "vandelay"') == '"vandelay"'
+    assert index._without_common_words('"invoice" OR "number"') in {'"invoice"', '"number"'}
+    hits = index.search("Vandelay invoice", None, limit=3, filters=RecallFilter())
+    assert [h.memory_id for h in hits] == ["rare"]
+    index.close()
