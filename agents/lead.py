@@ -231,7 +231,12 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
                 subject=subject_for(payload),
                 offline=True,
             )
-        history = ctx.step("recall", lambda: self._recall(ctx, payload, contact))
+        # A new contact has no past: no recall step (and nothing recorded for one).
+        history = (
+            {"items": []}
+            if contact["created"]
+            else ctx.step("recall", lambda: self._recall(ctx, payload, contact))
+        )
         draft = ctx.step("draft", lambda: self._draft(ctx, payload, contact, history["items"]))
         proposal = ctx.propose(
             "email",
@@ -296,9 +301,7 @@ class LeadAgent(Agent[LeadInput, LeadOutput]):
 
     @staticmethod
     def _recall(ctx: AgentContext, payload: LeadInput, contact: dict[str, Any]) -> dict[str, Any]:
-        """What we know of a returning contact (a new one has no past: nothing to recall)."""
-        if contact["created"]:
-            return {"items": []}
+        """What we know of a returning contact."""
         recalled = ctx.recall(
             payload.need or payload.name, contact_id=contact["contact_id"], limit=3
         )
