@@ -10,8 +10,10 @@ Sources, highest priority first: keyword arguments, ``OPCORE_*`` environment var
 from __future__ import annotations
 
 import os
+from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -39,6 +41,16 @@ FAULT_POINTS = frozenset(
 )
 
 
+def parse_clock(value: str) -> time | None:
+    """``"08:30"`` -> 08:30; ``None`` when it is not a time of day."""
+    hour, sep, minute = value.strip().partition(":")
+    if not sep or not (hour.isdigit() and minute.isdigit()) or len(minute) != 2:
+        return None
+    if not (0 <= int(hour) < 24 and 0 <= int(minute) < 60):
+        return None
+    return time(int(hour), int(minute))
+
+
 class ApprovalRule(BaseModel):
     """How one kind of action (``connector.action``) is approved."""
 
@@ -47,6 +59,24 @@ class ApprovalRule(BaseModel):
     trusted_contacts: tuple[str, ...] = ()  # recipients that need no tap (lower case)
     below_amount: float | None = None  # auto-approve when params["amount"] is below this
     expires_hours: float | None = None  # overrides approval_ttl_hours for this kind
+
+
+class WebhookSource(BaseModel):
+    """One inbound webhook sender, served at ``/webhooks/<name>`` (``OPCORE_WEBHOOK_SOURCES``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["stripe", "github", "generic"]
+    secret: SecretStr
+    tolerance_seconds: int = Field(default=300, ge=1, le=86_400)  # Stripe/generic timestamps
+
+
+class OutgoingTarget(BaseModel):
+    """A named outgoing webhook (``OPCORE_OUTGOING_WEBHOOKS``): agents name the target, never
+    the URL."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    url: str
+    secret: SecretStr = SecretStr("")
 
 
 class Settings(BaseSettings):
@@ -242,6 +272,62 @@ class Settings(BaseSettings):
     forget_undo_days: float = Field(
         default=7.0, ge=0, description="A forgotten memory or fact can be restored this long."
     )
+    timezone: str = Field(
+        default="UTC",
+        description="Your time zone (IANA name, e.g. Europe/Berlin): digest and quiet hours.",
+    )
+    digest_time: str = Field(
+        default="08:00",
+        description="Local time of the daily digest, HH:MM; empty = no daily digest.",
+    )
+    quiet_hours: str = Field(
+        default="",
+        description="Local hours without the daily digest or flow reminders, e.g. 22:00-07:00.",
+    )
+    webhook_listen: str = Field(
+        default="",
+        description="host:port of the inbound webhook endpoint (/webhooks/<source>); empty = off.",
+    )
+    webhook_sources: dict[str, WebhookSource] = Field(
+        default_factory=dict,
+        description='Inbound webhook senders, e.g. {"stripe": {"kind": "stripe", "secret": "whsec_..."}}.',
+    )
+    outgoing_webhooks: dict[str, OutgoingTarget] = Field(
+        default_factory=dict,
+        description='Named outgoing webhooks, e.g. {"site": {"url": "https://...", "secret": "..."}}.',
+    )
+    documents_dir: Path | None = Field(
+        default=None,
+        description="Where invoices, the changelog and the feed are written (default: <data dir>/documents).",
+    )
+    caldav_url: str = Field(
+        default="", description="CalDAV calendar collection URL; empty = a local .ics file."
+    )
+    caldav_username: str = Field(default="", description="CalDAV user name.")
+    caldav_password: SecretStr = Field(default=SecretStr(""), description="CalDAV password.")
+    imap_url: SecretStr = Field(
+        default=SecretStr(""),
+        description="Mailbox to read replies from: imaps://user:password@host/INBOX.",
+    )
+    maildir: Path | None = Field(
+        default=None, description="A Maildir to read replies from (instead of IMAP)."
+    )
+    inbox_poll_seconds: float = Field(
+        default=60.0, gt=0, description="How often the inbox is read for replies."
+    )
+    business_name: str = Field(
+        default="", description="Your business's name on invoices (default: operator name)."
+    )
+    business_address: str = Field(default="", description="Your address on invoices.")
+    invoice_currency: str = Field(
+        default="EUR", pattern=r"^[A-Z]{3}$", description="Currency of invoices."
+    )
+    invoice_due_days: int = Field(
+        default=14, ge=0, le=365, description="Days from issue to the invoice's due date."
+    )
+    invoice_tax_rate: float = Field(
+        default=0.0, ge=0, lt=1, description="Tax rate on invoices (0.2 = 20 %)."
+    )
     faults: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Failure injection for the reliability tests only (kill points); never set in production.",
@@ -300,6 +386,38 @@ class Settings(BaseSettings):
         if value and value != "console" and ":" not in value:
             raise ValueError("home_channel must look like telegram:12345, slack:C0123 or console")
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name like Europe/Berlin"
+            ) from exc
+        return value
+
+    @field_validator("digest_time")
+    @classmethod
+    def _check_digest_time(cls, value: str) -> str:
+        if value and parse_clock(value) is None:
+            raise ValueError("digest_time must look like 08:00 (or be empty)")
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _check_quiet_hours(cls, value: str) -> str:
+        if value:
+            start, sep, end = value.partition("-")
+            if not sep or parse_clock(start) is None or parse_clock(end) is None:
+                raise ValueError("quiet_hours must look like 22:00-07:00 (or be empty)")
+        return value
+
+    @field_validator("webhook_listen")
+    @classmethod
+    def _check_optional_listen(cls, value: str) -> str:
+        return cls._check_listen(value) if value else value
 
     @field_validator("telegram_webhook_listen", "slack_http_listen")
     @classmethod
@@ -363,6 +481,14 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+    @property
+    def documents_path(self) -> Path:
+        return self.documents_dir or self.data_dir / "documents"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @property
     def telegram_enabled(self) -> bool:

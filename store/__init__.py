@@ -39,7 +39,7 @@ def open_store(url: str, *, run_migrations: bool = True) -> Store:
 
 
 # Migrations that add read models derived from events already in the log.
-REBUILDING_MIGRATIONS = frozenset({"0009_memory"})
+REBUILDING_MIGRATIONS = frozenset({"0009_memory", "0010_business"})
 
 
 __all__ = ["Store", "open_store"]

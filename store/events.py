@@ -607,6 +607,170 @@ class MemoryRecalled(EventData):
     cached: bool = False
 
 
+# Business: inbound edges, flows, invoices, payments, the board, the digest ---------------
+
+
+@event_type("WebhookReceived")
+class WebhookReceived(EventData):
+    """An inbound webhook delivery whose signature verified. Appended with the idempotency key
+    ``webhook:<source>:<delivery_id>``, so a redelivery is acknowledged and dropped."""
+
+    source: str  # the configured source's name
+    kind: str  # stripe | github | generic
+    delivery_id: str
+    event_type: str  # "invoice.paid", "push", "release", ...
+    payload: JSONDict
+
+
+@event_type("EmailReceived")
+class EmailReceived(EventData):
+    """A message read from the inbox (key ``email:<message_id>``). Its text is untrusted data."""
+
+    message_id: str
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list)
+    from_address: str
+    from_name: str = ""
+    subject: str = ""
+    text: str = ""  # the new part of the message, quotes and signature removed
+    answers_action: str | None = None  # the sent action (ours) it replies to
+    contact_id: str | None = None
+    auto_submitted: bool = False
+
+
+@event_type("InboxPolled")
+class InboxPolled(EventData):
+    """The inbox was read up to ``cursor`` (opaque to the store)."""
+
+    inbox: str
+    cursor: str
+    count: int
+
+
+@event_type("ContactWon")
+class ContactWon(EventData):
+    """The client accepted: by reply (``email:<message id>``) or ``/won`` (the operator)."""
+
+    contact_id: str
+    by: str
+    evidence: str = ""
+
+
+@event_type("FlowStarted")
+class FlowStarted(EventData):
+    flow_id: str
+    template: str
+    trigger: str  # what started it: "job:<id>", "webhook:<source>:<id>", "schedule:<date>"...
+    contact_id: str | None = None
+    context: JSONDict = Field(default_factory=dict)
+    steps: list[str] = Field(default_factory=list)  # the template's steps when it started
+
+
+@event_type("FlowStepStarted")
+class FlowStepStarted(EventData):
+    flow_id: str
+    step: str
+    job_id: str | None = None
+
+
+@event_type("FlowStepCompleted")
+class FlowStepCompleted(EventData):
+    """A checkpoint: the step's result is recorded, a resumed flow continues after it."""
+
+    flow_id: str
+    step: str
+    result: JSONDict = Field(default_factory=dict)
+
+
+@event_type("FlowWaiting")
+class FlowWaiting(EventData):
+    flow_id: str
+    step: str
+    waiting_for: str  # "reply", "won", "payment", "approval"
+    until: datetime | None = None  # then the step's timeout path runs
+
+
+@event_type("FlowFailed")
+class FlowFailed(EventData):
+    flow_id: str
+    step: str
+    reason: str
+    job_id: str | None = None
+    compensations: list[str] = Field(default_factory=list)  # executed actions that can be undone
+    token: str = ""  # the alert's question (Undo / Retry / Leave)
+
+
+@event_type("FlowCompleted")
+class FlowCompleted(EventData):
+    flow_id: str
+    outcome: str  # "done", "stopped: <why>", "cancelled"
+
+
+@event_type("InvoiceDrafted")
+class InvoiceDrafted(EventData):
+    """An invoice number is taken (gap-free per year: appended at the invoices stream's
+    expected version); the invoice itself goes out through an approved action."""
+
+    invoice_id: str
+    number: str
+    contact_id: str | None = None
+    flow_id: str | None = None
+    job_id: str | None = None
+    currency: str
+    total: str  # Decimal as text
+    issue_date: str  # ISO date
+    due_date: str
+    lines: list[dict[str, str]] = Field(default_factory=list)
+
+
+@event_type("PaymentRecorded")
+class PaymentRecorded(EventData):
+    """A finance event from a webhook (key ``payment:<source>:<external_id>:<status>``)."""
+
+    source: str
+    external_id: str
+    status: Literal["succeeded", "failed", "refunded"]
+    amount: str  # Decimal as text, in the currency's main unit
+    currency: str
+    invoice_number: str | None = None
+    contact_id: str | None = None
+    email: str = ""
+    description: str = ""
+
+
+@event_type("BoardPosted")
+class BoardPosted(EventData):
+    """Blackboard: an agent (or the operator) posts a fact others may react to."""
+
+    post_id: str
+    topic: str  # "customer_blocked", "feature_request", "release_published", ...
+    subject: str  # what it is about: a contact, a version, a product area
+    text: str
+    data: JSONDict = Field(default_factory=dict)
+    by: str
+    job_id: str | None = None
+
+
+@event_type("DigestSent")
+class DigestSent(EventData):
+    """The daily digest (key ``digest:<local date>``: once a day, across restarts)."""
+
+    day: str  # the operator's local date, ISO
+    kind: Literal["daily", "on_demand"]
+    text: str
+    since: datetime | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+def flow_stream(flow_id: str) -> str:
+    return f"flow-{flow_id}"
+
+
+INVOICES_STREAM = "invoices"
+BOARD_STREAM = "board"
+DIGEST_STREAM = "digest"
+
+
 def memory_stream(memory_id: str) -> str:
     return f"memory:{memory_id}"
 

@@ -274,6 +274,80 @@ class FactSlotRow(BaseModel):
         table_name = "fact_slots"
 
 
+class FlowRow(BaseModel):
+    """A business flow run (status: running, waiting, failed, done, cancelled) with the
+    results its steps recorded (``context``, JSON)."""
+
+    flow_id = peewee.CharField(max_length=32, primary_key=True)
+    template = peewee.CharField(max_length=64, index=True)
+    status = peewee.CharField(max_length=16, index=True)
+    step = peewee.CharField(max_length=64, default="")
+    job_id = peewee.CharField(max_length=32, null=True, index=True)
+    waiting_for = peewee.CharField(max_length=32, null=True)
+    until = peewee.DateTimeField(null=True)
+    contact_id = peewee.CharField(max_length=32, null=True, index=True)
+    trigger = peewee.CharField(max_length=300)
+    context = peewee.TextField(default="{}")
+    steps_done = peewee.IntegerField(default=0)
+    last_error = peewee.TextField(null=True)
+    started_at = peewee.DateTimeField()
+    updated_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "flows"
+
+
+class InvoiceRow(BaseModel):
+    """An invoice: drafted (number taken), issued (published), sent, paid or void."""
+
+    invoice_id = peewee.CharField(max_length=32, primary_key=True)
+    number = peewee.CharField(max_length=32, unique=True)
+    contact_id = peewee.CharField(max_length=32, null=True, index=True)
+    flow_id = peewee.CharField(max_length=32, null=True)
+    job_id = peewee.CharField(max_length=32, null=True)
+    currency = peewee.CharField(max_length=3)
+    total = peewee.CharField(max_length=32)
+    issue_date = peewee.CharField(max_length=10)
+    due_date = peewee.CharField(max_length=10, index=True)
+    status = peewee.CharField(max_length=16, index=True, default="drafted")
+    paid_at = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "invoices"
+
+
+class PaymentRow(BaseModel):
+    payment_key = peewee.CharField(max_length=255, primary_key=True)
+    source = peewee.CharField(max_length=64)
+    external_id = peewee.CharField(max_length=200)
+    status = peewee.CharField(max_length=16)
+    amount = peewee.CharField(max_length=32)
+    currency = peewee.CharField(max_length=3)
+    invoice_number = peewee.CharField(max_length=32, null=True, index=True)
+    contact_id = peewee.CharField(max_length=32, null=True)
+    recorded_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "payments"
+
+
+class BoardRow(BaseModel):
+    """The blackboard: facts agents post for others to pick up."""
+
+    post_id = peewee.CharField(max_length=32, primary_key=True)
+    topic = peewee.CharField(max_length=64, index=True)
+    subject = peewee.CharField(max_length=200)
+    text = peewee.TextField()
+    data = peewee.TextField(default="{}")
+    by = peewee.CharField(max_length=200)
+    job_id = peewee.CharField(max_length=32, null=True)
+    posted_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "board"
+
+
 class CursorRow(BaseModel):
     """Where a log follower (e.g. a channel's notifier) has read up to. Process state, not truth."""
 
@@ -297,6 +371,10 @@ PROJECTION_MODELS: tuple[type[BaseModel], ...] = (
     MemoryRow,
     FactRow,
     FactSlotRow,
+    FlowRow,
+    InvoiceRow,
+    PaymentRow,
+    BoardRow,
 )
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     EventRecord,

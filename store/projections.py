@@ -119,14 +119,17 @@ def _with_defaults(model: type[BaseModel], row: Row) -> Row:
 
 E = TypeVar("E", bound=ev.EventData)
 Handler = Callable[[Any, datetime, Rows], None]
-_HANDLERS: dict[type[ev.EventData], Handler] = {}
+_HANDLERS: dict[type[ev.EventData], list[Handler]] = {}
 
 
 def handles(
     event_cls: type[E],
 ) -> Callable[[Callable[[E, datetime, Rows], None]], Callable[[E, datetime, Rows], None]]:
+    """Register a handler; an event type may have several (one per read model), applied in
+    the order they were registered."""
+
     def register(fn: Callable[[E, datetime, Rows], None]) -> Callable[[E, datetime, Rows], None]:
-        _HANDLERS[event_cls] = fn
+        _HANDLERS.setdefault(event_cls, []).append(fn)
         return fn
 
     return register
@@ -139,10 +142,12 @@ def apply(
     the changes are written at once; with them, when the caller flushes ``rows``."""
     work = rows if rows is not None else Rows(db)
     for event in events:
-        handler = _HANDLERS.get(type(event.data))
-        if handler is not None:
+        handlers = _HANDLERS.get(type(event.data))
+        if handlers is not None:
             work.event = event
-            handler(event.data, event.recorded_at.replace(tzinfo=None), work)
+            at = event.recorded_at.replace(tzinfo=None)
+            for handler in handlers:
+                handler(event.data, at, work)
     if rows is None:
         work.flush()
 
@@ -796,3 +801,8 @@ def _memory_purged(d: ev.MemoryPurged, at: datetime, rows: Rows) -> None:
     memory = rows.get(MemoryRow, d.memory_id)
     if memory is not None and memory["status"] == "forgotten":
         rows.update(MemoryRow, d.memory_id, status="purged", text="")
+
+
+# The business read models (flows, invoices, payments, the board) register their handlers
+# on import; they live in their own module to keep this one readable.
+from store import projections_business  # noqa: E402, F401
