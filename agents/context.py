@@ -486,6 +486,27 @@ class AgentContext:
             correlation_id=self.job_id,
         ).memory_id
 
+    def record(
+        self,
+        stream: str,
+        data: ev.EventData,
+        *,
+        key: str,
+        expected_version: int | None = None,
+    ) -> ev.EventData:
+        """Append one business event for this job (an invoice number taken, a board post),
+        once: a re-run finds the event its first run recorded under ``key``."""
+        recorded = self._log.append(
+            stream,
+            [ev.NewEvent(data, idempotency_key=key)],
+            metadata=self._meta(),
+            expected_version=expected_version,
+        )
+        return recorded.events[0].data
+
+    def stream(self, stream: str) -> list[ev.RecordedEvent]:
+        return self._log.read_stream(stream)
+
     @property
     def offline(self) -> bool:
         """Whether the model is the offline template provider (no real model configured)."""

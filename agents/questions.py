@@ -18,13 +18,18 @@ from store.errors import ConcurrencyError, NotFoundError
 from store.log import EventLog
 from store.queries import QuestionView
 
-Kind = Literal["action_unknown", "action_failed", "job_failed", "budget"]
+Kind = Literal[
+    "action_unknown", "action_failed", "job_failed", "budget", "flow_failed", "flow_reply"
+]
 
 CHOICES: dict[Kind, list[str]] = {
     "action_unknown": ["done", "retry", "discard"],
     "action_failed": ["retry", "discard"],
     "job_failed": ["retry", "discard"],
     "budget": ["raise", "skip", "pause"],
+    # Answered here, acted on by the conductor (jobs/flows.py) on its next tick.
+    "flow_failed": ["retry", "undo", "leave"],
+    "flow_reply": ["won", "lost", "wait"],
 }
 LABELS = {
     "done": "It happened",
@@ -33,6 +38,11 @@ LABELS = {
     "raise": "Raise budget once",
     "skip": "Skip this job",
     "pause": "Pause agent",
+    "undo": "Undo the flow",
+    "leave": "Leave it",
+    "won": "Won",
+    "lost": "Lost",
+    "wait": "Not yet",
 }
 BUDGET_MARGIN = 1.5  # a one-off raise covers the refused call half again
 

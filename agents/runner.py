@@ -230,21 +230,30 @@ class JobRunner:
             )
             raise RetryLater(delay, error)
         why = f"after {attempt} attempts" if transient else "(not retried: the error is permanent)"
-        self._log.append(
-            stream,
-            [
-                ev.JobFailed(
-                    job_id=job_id,
-                    error_type=type(exc).__name__,
-                    error=error,
-                    transient=transient,
-                    attempts=attempt,
-                ),
+        failed: list[ev.EventData] = [
+            ev.JobFailed(
+                job_id=job_id,
+                error_type=type(exc).__name__,
+                error=error,
+                transient=transient,
+                attempts=attempt,
+            )
+        ]
+        if not _in_flow(
+            self._log, job_id
+        ):  # the flow's conductor sends one alert with its rollback
+            failed.append(
                 questions.ask(
                     "job_failed", job_id=job_id, text=f"{type(exc).__name__}: {error} {why}"
-                ),
-            ],
-            metadata=meta,
-        )
+                )
+            )
+        self._log.append(stream, failed, metadata=meta)
         logger.warning("job %s failed for good: %s", job_id, exc)
         return RunOutcome(job_id, "failed", error)
+
+
+def _in_flow(log: EventLog, job_id: str) -> bool:
+    """Whether the job is a step of a business flow (the conductor requested it)."""
+    history = log.read_stream(ev.job_stream(job_id))
+    first = history[0].data if history else None
+    return isinstance(first, ev.JobRequested) and "flow" in first.input

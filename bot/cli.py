@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from agents import pairing
-from bot import cli_memory, render
+from bot import cli_contacts, cli_init, cli_memory, render
 from bot.errors import BotError
 from bot.serve import CHANNELS, configured_channels, serve
 from config import ConfigError, Settings, load_settings
@@ -112,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     trace.add_argument("--json", action="store_true")
     trace.set_defaults(func=cmd_trace)
     cli_memory.add_commands(sub)
+    cli_contacts.add_commands(sub)
+    cli_init.add_commands(sub)
     return parser
 
 

@@ -50,6 +50,19 @@ COMMANDS: dict[str, CommandSpec] = {
             needs_args=True,
         ),
         CommandSpec("status", "/status", "queue depth, jobs running, last error"),
+        CommandSpec("flows", "/flows", "open business flows and where each stands"),
+        CommandSpec(
+            "won",
+            "/won <contact email>",
+            "the client accepted: the consultant flow moves on, e.g. /won jane@acme.example",
+            needs_args=True,
+        ),
+        CommandSpec(
+            "paid",
+            "/paid <invoice number>",
+            "record a payment that came outside Stripe, e.g. /paid 2026-0007",
+            needs_args=True,
+        ),
         CommandSpec("budget", "/budget", "model spend today and this month against the budgets"),
         CommandSpec(
             "pause",

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from types import FrameType
 
 from bot.channel import Channel
@@ -20,6 +21,7 @@ from bot.console import ConsoleChannel
 from bot.dispatch import Dispatcher
 from bot.errors import ChannelError
 from bot.notifier import Notifier
+from bot.webhook_server import WebhookServer, record_delivery
 from config import Settings
 from jobs.reconciler import Scheduler
 from jobs.runtime import build_runtime
@@ -85,7 +87,20 @@ def serve(settings: Settings, names: Sequence[str]) -> int:
     threads: list[threading.Thread] = []
     notifiers: list[Notifier] = []
     scheduler: Scheduler | None = None
+    webhooks: WebhookServer | None = None
     try:
+        if settings.webhook_listen:
+            webhooks = WebhookServer(
+                listen=settings.webhook_listen,
+                sources=settings.webhook_sources,
+                on_delivery=partial(record_delivery, runtime.store.log),
+            )
+            webhooks.start()
+            print(
+                f"opcore: webhooks on http://{settings.webhook_listen}/webhooks/<source> "
+                f"({', '.join(settings.webhook_sources) or 'no sources configured'}).",
+                file=sys.stderr,
+            )
         channels = {name: _make_channel(name, settings, dispatcher, service) for name in names}
         reconciler = service.reconciler()
         resumed: list[str] = []
@@ -138,6 +153,8 @@ def serve(settings: Settings, names: Sequence[str]) -> int:
         return 0
     finally:
         stop.set()
+        if webhooks is not None:
+            webhooks.stop()  # before the store closes: nothing is appended after it
         for thread in threads:
             thread.join(timeout=15)
         for notifier in notifiers:

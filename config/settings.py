@@ -272,6 +272,11 @@ class Settings(BaseSettings):
     forget_undo_days: float = Field(
         default=7.0, ge=0, description="A forgotten memory or fact can be restored this long."
     )
+    flows: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Business flows to run, comma-separated: consultant, micro-saas, content "
+        "(templates in config/flows, your copies in <data dir>/flows).",
+    )
     timezone: str = Field(
         default="UTC",
         description="Your time zone (IANA name, e.g. Europe/Berlin): digest and quiet hours.",
@@ -349,7 +354,7 @@ class Settings(BaseSettings):
             TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
         )
 
-    @field_validator("operators", "faults", mode="before")
+    @field_validator("operators", "faults", "flows", mode="before")
     @classmethod
     def _split_operators(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -481,6 +486,11 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+    @property
+    def flows_dir(self) -> Path:
+        """The workspace's own flow templates (copies of config/flows, edited)."""
+        return self.data_dir / "flows"
 
     @property
     def documents_path(self) -> Path:

@@ -4,6 +4,12 @@
 derived from the idempotency key, so every attempt of one action carries the same id and a
 remote side can drop duplicates. :class:`OutboxDelivery` writes ``.eml`` files (the default
 when no SMTP server is configured) and can see earlier attempts; :class:`SmtpDelivery` cannot.
+
+Attachments are documents named by their path relative to the documents folder the connector
+is given (``documents_dir``); without one, attachments are refused. A named file must exist
+inside that folder (symlinks resolved) and be at most 10 MB: this is checked when the action is
+validated (a proposal naming a missing document fails at once, before any approval), and the
+file is read when the message is built.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import mimetypes
 import os
 import re
 import smtplib
@@ -18,8 +25,9 @@ import ssl
 import tempfile
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import closing, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -27,12 +35,19 @@ from email.parser import BytesParser
 from email.policy import SMTP
 from email.policy import default as default_policy
 from email.utils import format_datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from connectors.base import ActionResult, ActionSpec, Connector
 from connectors.errors import (
@@ -53,6 +68,8 @@ _SENDER = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>")
 # RFC 5322 with CRLF, and 7-bit clean so that servers without 8BITMIME accept it too.
 _POLICY = SMTP.clone(cte_type="7bit")
 _KEY = re.compile(r"[!-~]{1,200}")  # printable ASCII, no spaces: safe inside a header
+MAX_ATTACHMENTS = 10
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 
 
 def _check_address(value: str) -> str:
@@ -78,7 +95,21 @@ def _check_header_text(value: str) -> str:
     return value
 
 
+def _check_document_path(value: str) -> str:
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in value) or "\\" in value:
+        raise ValueError("a document path may not contain control characters or backslashes")
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or value.startswith("~"):
+        raise ValueError(
+            "an attachment is a path relative to the documents folder, like invoices/2026-0007.pdf"
+        )
+    return value
+
+
 EmailAddress = Annotated[str, AfterValidator(_check_address)]
+DocumentPath = Annotated[
+    str, Field(min_length=1, max_length=255), AfterValidator(_check_document_path)
+]
 
 
 class SendEmail(BaseModel):
@@ -91,6 +122,67 @@ class SendEmail(BaseModel):
     body: Annotated[str, Field(max_length=100_000)]
     cc: tuple[EmailAddress, ...] = Field(default=(), max_length=50)
     reply_to: EmailAddress | None = None
+    attachments: tuple[DocumentPath, ...] = Field(default=(), max_length=MAX_ATTACHMENTS)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_attachments(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An email without attachments dumps as it did before attachments existed.
+        data: dict[str, Any] = handler(self)
+        if not data.get("attachments"):
+            data.pop("attachments", None)
+        return data
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to attach: its name in the message, its bytes and its MIME type."""
+
+    filename: str
+    data: bytes
+    content_type: str = "application/octet-stream"
+
+    @classmethod
+    def of(cls, path: Path) -> Attachment:
+        """The file at ``path``; a :class:`ConnectorError` when it cannot be read whole."""
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_ATTACHMENT_BYTES + 1)
+        except OSError as exc:
+            raise PermanentConnectorError(f"cannot read the attachment {path}: {exc}") from exc
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise PermanentConnectorError(f"the attachment {path} grew past 10 MB")
+        guessed, encoding = mimetypes.guess_type(path.name, strict=False)
+        content_type = guessed if guessed and not encoding else "application/octet-stream"
+        return cls(filename=path.name, data=data, content_type=content_type)
+
+
+def resolve_attachments(documents_dir: Path | None, names: Sequence[str]) -> list[Path]:
+    """The files ``names`` point at inside ``documents_dir``; :class:`InvalidParamsError` when
+    one is outside it, missing, not a file or larger than 10 MB, or there is no folder."""
+    if not names:
+        return []
+    if documents_dir is None:
+        raise InvalidParamsError(
+            "send_email: this email connector has no documents folder, so it sends no attachments"
+        )
+    root = documents_dir.resolve()
+    paths = []
+    for name in names:
+        path = (root / name).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise InvalidParamsError(
+                f"send_email: attachment {name!r} is outside the documents folder"
+            )
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InvalidParamsError(f"send_email: no document {name!r} ({exc.strerror})") from exc
+        if not path.is_file():
+            raise InvalidParamsError(f"send_email: attachment {name!r} is not a file")
+        if size > MAX_ATTACHMENT_BYTES:
+            raise InvalidParamsError(f"send_email: attachment {name!r} is larger than 10 MB")
+        paths.append(path)
+    return paths
 
 
 def parse_sender(sender: str) -> Address:
@@ -106,8 +198,15 @@ def _key_hash(idempotency_key: str) -> str:
     return hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
 
 
-def build_message(params: SendEmail, *, sender: str, idempotency_key: str) -> EmailMessage:
-    """An RFC 5322 message whose Message-ID depends only on ``idempotency_key`` and sender."""
+def build_message(
+    params: SendEmail,
+    *,
+    sender: str,
+    idempotency_key: str,
+    attachments: Sequence[Attachment] = (),
+) -> EmailMessage:
+    """An RFC 5322 message whose Message-ID depends only on ``idempotency_key`` and sender
+    (multipart/mixed when ``attachments`` are given)."""
     if not _KEY.fullmatch(idempotency_key):
         raise InvalidParamsError("idempotency_key must be 1-200 printable ASCII characters")
     from_ = parse_sender(sender)
@@ -123,6 +222,11 @@ def build_message(params: SendEmail, *, sender: str, idempotency_key: str) -> Em
     msg["Message-ID"] = f"<{_key_hash(idempotency_key)}@{from_.domain}>"
     msg["X-Opcore-Idempotency-Key"] = idempotency_key
     msg.set_content(params.body, subtype="plain", charset="utf-8")
+    for attachment in attachments:
+        maintype, subtype = attachment.content_type.split("/", 1)
+        msg.add_attachment(
+            attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
     return msg
 
 
@@ -320,26 +424,46 @@ class EmailConnector(Connector):
             "send_email": ActionSpec(
                 name="send_email",
                 mode="write",
-                description="Send a plain-text email to one address (optional Cc, Reply-To).",
+                description=(
+                    "Send a plain-text email to one address (optional Cc, Reply-To, and up to "
+                    "10 attachments named by their path in the documents folder)."
+                ),
                 params=SendEmail,
-                sensitive=("to", "cc", "reply_to"),
+                sensitive=("to", "cc", "reply_to", "attachments"),
                 free_text=("subject", "body"),
             )
         }
     )
 
-    def __init__(self, *, sender: str, delivery: Delivery) -> None:
+    def __init__(
+        self, *, sender: str, delivery: Delivery, documents_dir: Path | None = None
+    ) -> None:
         parse_sender(sender)  # fail at start-up, not at the first send
         self.sender = sender
         self.delivery = delivery
+        self.documents_dir = documents_dir
+
+    def validate(self, action: str, params: Mapping[str, Any]) -> BaseModel:
+        validated = super().validate(action, params)
+        if isinstance(validated, SendEmail):
+            resolve_attachments(self.documents_dir, validated.attachments)
+        return validated
 
     def execute(
         self, action: str, params: Mapping[str, Any], *, idempotency_key: str
     ) -> ActionResult:
-        validated = self.validate(action, params)
+        validated = super().validate(action, params)  # the files are checked below
         if not isinstance(validated, SendEmail):
             raise TypeError(f"{action!r} is not validated by SendEmail")
-        msg = build_message(validated, sender=self.sender, idempotency_key=idempotency_key)
+        if (earlier := self.delivery.lookup(idempotency_key=idempotency_key)) is not None:
+            return earlier  # delivered already: the attachments need not be read again
+        files = resolve_attachments(self.documents_dir, validated.attachments)
+        msg = build_message(
+            validated,
+            sender=self.sender,
+            idempotency_key=idempotency_key,
+            attachments=[Attachment.of(path) for path in files],
+        )
         return self.delivery.deliver(msg, idempotency_key=idempotency_key)
 
     def lookup(
@@ -354,10 +478,16 @@ class EmailConnector(Connector):
 
 
 def email_connector_from(
-    *, smtp_url: str, outbox_dir: Path, sender: str, smtp_timeout: float
+    *,
+    smtp_url: str,
+    outbox_dir: Path,
+    sender: str,
+    smtp_timeout: float,
+    documents_dir: Path | None = None,
 ) -> EmailConnector:
-    """SMTP when ``smtp_url`` is set, the outbox directory otherwise."""
+    """SMTP when ``smtp_url`` is set, the outbox directory otherwise. Attachments are read
+    from ``documents_dir`` (none: attachments are refused)."""
     delivery: Delivery = (
         SmtpDelivery(smtp_url, timeout=smtp_timeout) if smtp_url else OutboxDelivery(outbox_dir)
     )
-    return EmailConnector(sender=sender, delivery=delivery)
+    return EmailConnector(sender=sender, delivery=delivery, documents_dir=documents_dir)

@@ -45,6 +45,10 @@ class Reconciler:
     purge_forgotten: Callable[..., int] | None = None
     # Stores sent work as memory (returns how many).
     capture_sent: Callable[[], int] | None = None
+    # Starts triggered business flows and moves open ones on (timers: reminders, deadlines).
+    advance_flows: Callable[..., int] | None = None
+    # Sends the daily digest when it is due (once per local day).
+    daily_digest: Callable[..., bool] | None = None
 
     def with_leases(self, lease: timedelta) -> Reconciler:
         return replace(self, queue_lease=lease, run_lease=lease)
@@ -89,6 +93,10 @@ class Reconciler:
             )
         if self.capture_sent is not None:
             self.capture_sent()
+        if self.advance_flows is not None:
+            self.advance_flows(now=moment)
+        if self.daily_digest is not None:
+            self.daily_digest(now=moment)
         if self.purge_forgotten is not None:
             purged = self.purge_forgotten(now=moment)
             if purged:

@@ -20,7 +20,7 @@ from agents.approvals import DecisionResult, Outcome, decide
 from agents.questions import AnswerResult
 from jobs.broker import queue_depth
 from jobs.reconciler import Reconciler
-from jobs.runtime import Runtime
+from jobs.runtime import Runtime, advance_flows
 from store import events as ev
 from store import queries
 from store.errors import NotFoundError, StoreError
@@ -299,7 +299,14 @@ class JobService:
             else None,
             purge_forgotten=self._rt.memory.purge_expired,
             capture_sent=self._rt.memory.capture_sent,
+            advance_flows=lambda now: advance_flows(
+                self._rt.conductor, self._rt.reactions, now=now
+            ),
         )
+
+    def advance_flows(self) -> int:
+        """Move flows on now (after /won, /paid) instead of at the scheduler's next tick."""
+        return advance_flows(self._rt.conductor, self._rt.reactions)
 
     def send_job(self, job_id: str) -> bool:
         return self._send(self._rt.actors.run_job, job_id)

@@ -143,6 +143,22 @@ def get_invoice(number: str) -> InvoiceView:
     return _invoice(row)
 
 
+def invoice_for_flow(flow_id: str) -> InvoiceView | None:
+    """The flow's latest invoice that is not void (a void one was replaced or undone)."""
+    row = (
+        InvoiceRow.select()
+        .where((InvoiceRow.flow_id == flow_id) & (InvoiceRow.status != "void"))
+        .order_by(InvoiceRow.created_at.desc())
+        .first()
+    )
+    return _invoice(row) if row is not None else None
+
+
+def invoice_for_job(job_id: str) -> InvoiceView | None:
+    row = InvoiceRow.get_or_none(InvoiceRow.job_id == job_id)
+    return _invoice(row) if row is not None else None
+
+
 def list_invoices(*, statuses: tuple[str, ...] = (), limit: int = 50) -> list[InvoiceView]:
     query = InvoiceRow.select().order_by(InvoiceRow.number.desc()).limit(limit)
     if statuses:

@@ -466,7 +466,9 @@ class QuestionAsked(EventData):
     """The system needs the operator to choose (an unknown outcome, a dead-lettered job)."""
 
     token: str
-    kind: Literal["action_unknown", "action_failed", "job_failed", "budget"]
+    kind: Literal[
+        "action_unknown", "action_failed", "job_failed", "budget", "flow_failed", "flow_reply"
+    ]
     job_id: str
     action_id: str | None = None
     text: str

@@ -63,10 +63,12 @@ def _flow_step_completed(d: ev.FlowStepCompleted, at: datetime, rows: Rows) -> N
         return
     context = json.loads(row["context"])
     context["steps"][d.step] = d.result
+    contact = d.result.get("contact_id")
     _flow(
         rows,
         d.flow_id,
         at,
+        contact_id=row["contact_id"] or (contact if isinstance(contact, str) else None),
         context=json.dumps(context, sort_keys=True),
         steps_done=row["steps_done"] + 1,
         waiting_for=None,

@@ -12,6 +12,7 @@ import pytest
 
 from store import Store, open_store
 from tests import netguard
+from tests.fakes.caldav_server import caldav_server_fixture  # noqa: F401  (fixture)
 from tests.fakes.openai_server import openai_server  # noqa: F401  (fixture)
 from tests.fakes.slack_api import slack_api  # noqa: F401  (fixture)
 from tests.fakes.smtp_server import smtp_server  # noqa: F401  (fixture)

@@ -368,3 +368,152 @@ def test_a_connection_lost_after_the_message_went_out_is_an_unknown_outcome_not_
     thread.join(timeout=5)
     sock.close()
     assert len(received) == 1
+
+
+# --- attachments from the documents folder --------------------------------------------------
+
+PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n\x00\xff binary\n%%EOF\n"
+
+
+@pytest.fixture
+def documents(tmp_path: Path) -> Path:
+    folder = tmp_path / "documents"
+    (folder / "invoices").mkdir(parents=True)
+    (folder / "invoices" / "2026-0007.pdf").write_bytes(PDF)
+    (folder / "notes.txt").write_text("Zoë's notes\n")
+    (folder / "data.weird-extension").write_bytes(b"\x01\x02")
+    return folder
+
+
+@pytest.fixture
+def with_documents(outbox: Path, documents: Path) -> EmailConnector:
+    return EmailConnector(sender=SENDER, delivery=OutboxDelivery(outbox), documents_dir=documents)
+
+
+def attachments_of(msg: EmailMessage) -> list[tuple[str | None, str, bytes]]:
+    found = []
+    for part in msg.iter_attachments():
+        assert isinstance(part, EmailMessage)
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        found.append((part.get_filename(), part.get_content_type(), payload))
+    return found
+
+
+def test_attachments_are_added_with_their_mime_type(
+    with_documents: EmailConnector, outbox: Path
+) -> None:
+    params = {
+        **PARAMS,
+        "attachments": ["invoices/2026-0007.pdf", "notes.txt", "data.weird-extension"],
+    }
+    with_documents.execute("send_email", params, idempotency_key="act-1")
+
+    [path] = eml_files(outbox)
+    path.read_bytes().decode("ascii")  # still 7-bit clean: the attachments are base64
+    msg = parse(path)
+    assert msg.get_content_type() == "multipart/mixed"
+    body = msg.get_body(preferencelist=("plain",))
+    assert isinstance(body, EmailMessage) and body.get_content() == PARAMS["body"]
+    assert attachments_of(msg) == [
+        ("2026-0007.pdf", "application/pdf", PDF),
+        ("notes.txt", "text/plain", "Zoë's notes\n".encode()),
+        ("data.weird-extension", "application/octet-stream", b"\x01\x02"),
+    ]
+
+
+def test_a_pdf_attachment_arrives_at_the_smtp_server(
+    smtp_server: Callable[..., int], documents: Path
+) -> None:
+    handler = Recorder()
+    url = f"smtp://127.0.0.1:{smtp_server(handler)}"
+    connector = email_connector_from(
+        smtp_url=url,
+        outbox_dir=documents / "unused",
+        sender=SENDER,
+        smtp_timeout=2.0,
+        documents_dir=documents,
+    )
+    params = {**PARAMS, "attachments": ["invoices/2026-0007.pdf"]}
+    connector.execute("send_email", params, idempotency_key="act-1")
+
+    [envelope] = handler.envelopes
+    assert isinstance(envelope.original_content, bytes)
+    msg = BytesParser(policy=default).parsebytes(envelope.original_content)
+    assert isinstance(msg, EmailMessage)
+    assert attachments_of(msg) == [("2026-0007.pdf", "application/pdf", PDF)]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../secret.txt",
+        "invoices/../../secret.txt",
+        "/etc/passwd",
+        "~/secret.txt",
+        "invoices\\..\\..\\secret.txt",
+        "escape/secret.txt",  # a symlink inside the folder that points out of it
+        "",
+    ],
+)
+def test_an_attachment_outside_the_documents_folder_is_refused(
+    with_documents: EmailConnector, outbox: Path, documents: Path, name: str
+) -> None:
+    (documents.parent / "secret.txt").write_text("do not send")
+    (documents / "escape").symlink_to(documents.parent)
+    params = {**PARAMS, "attachments": [name]}
+    with pytest.raises(InvalidParamsError):
+        with_documents.validate("send_email", params)
+    with pytest.raises(InvalidParamsError):
+        with_documents.execute("send_email", params, idempotency_key="act-1")
+    assert not outbox.exists()
+
+
+def test_a_missing_attachment_is_refused_when_the_action_is_validated(
+    with_documents: EmailConnector, outbox: Path
+) -> None:
+    # Refused at validation, so a proposal naming a document that does not exist fails before
+    # it reaches the operator, and nothing is ever sent.
+    params = {**PARAMS, "attachments": ["invoices/2026-0099.pdf"]}
+    with pytest.raises(InvalidParamsError, match="no document 'invoices/2026-0099"):
+        with_documents.validate("send_email", params)
+    with pytest.raises(InvalidParamsError):
+        with_documents.execute("send_email", params, idempotency_key="act-1")
+    with pytest.raises(InvalidParamsError, match="not a file"):
+        with_documents.validate("send_email", {**PARAMS, "attachments": ["invoices"]})
+    assert not outbox.exists()
+
+
+def test_attachments_are_refused_without_a_documents_folder(
+    connector: EmailConnector, outbox: Path
+) -> None:
+    params = {**PARAMS, "attachments": ["invoices/2026-0007.pdf"]}
+    with pytest.raises(InvalidParamsError, match="no documents folder"):
+        connector.execute("send_email", params, idempotency_key="act-1")
+    assert not outbox.exists()
+
+
+def test_too_many_or_too_large_attachments_are_refused(
+    with_documents: EmailConnector, documents: Path
+) -> None:
+    with pytest.raises(InvalidParamsError):
+        with_documents.validate("send_email", {**PARAMS, "attachments": ["notes.txt"] * 11})
+    with (documents / "huge.bin").open("wb") as f:
+        f.truncate(10 * 1024 * 1024 + 1)  # sparse: no 10 MB actually written
+    with pytest.raises(InvalidParamsError, match="larger than 10 MB"):
+        with_documents.validate("send_email", {**PARAMS, "attachments": ["huge.bin"]})
+
+
+def test_a_repeat_after_the_document_is_gone_returns_the_first_delivery(
+    with_documents: EmailConnector, documents: Path
+) -> None:
+    params = {**PARAMS, "attachments": ["invoices/2026-0007.pdf"]}
+    first = with_documents.execute("send_email", params, idempotency_key="act-1")
+    (documents / "invoices" / "2026-0007.pdf").unlink()
+    assert with_documents.execute("send_email", params, idempotency_key="act-1") == first
+
+
+def test_params_without_attachments_dump_as_before() -> None:
+    assert "attachments" not in SendEmail.model_validate(PARAMS).model_dump(mode="json")
+    dumped = SendEmail.model_validate({**PARAMS, "attachments": ["a.pdf"]}).model_dump(mode="json")
+    assert dumped["attachments"] == ["a.pdf"]
