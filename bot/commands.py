@@ -50,6 +50,11 @@ COMMANDS: dict[str, CommandSpec] = {
             needs_args=True,
         ),
         CommandSpec("status", "/status", "queue depth, jobs running, last error"),
+        CommandSpec(
+            "digest",
+            "/digest",
+            "the digest now: decisions waiting, done, failed, spend, upcoming, overdue invoices",
+        ),
         CommandSpec("flows", "/flows", "open business flows and where each stands"),
         CommandSpec(
             "won",

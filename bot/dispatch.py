@@ -25,6 +25,7 @@ from agents.triage import parse_triage
 from bot import render
 from bot.buttons import BundleChoice, EditChoice, QuestionChoice, bundle_button, parse_button
 from bot.commands import COMMANDS, ParsedCommand, help_text, parse_command
+from bot.digest_commands import DigestCommands
 from bot.flow_commands import FlowCommands
 from bot.memory_commands import MemoryCommands
 from bot.messages import MAX_TEXT, ButtonPress, InboundMessage, Reply
@@ -68,6 +69,7 @@ class Dispatcher:
             "contact": self._contact,
             **MemoryCommands(service.memory).handlers(),
             **FlowCommands(log, advance=service.advance_flows).handlers(),
+            **DigestCommands(service.digests()).handlers(),
         }
         missing = set(COMMANDS) - set(self._handlers)
         if missing:

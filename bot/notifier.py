@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from bot import render
+from bot.digest_commands import daily_notification
 from bot.errors import ChannelError
 from bot.messages import Outbound, Reply
 from store import events as ev
@@ -32,6 +33,7 @@ WATCHED = (
     ev.ApprovalExpired.type_name,  # only the reconciler's: a tap on an expired button is answered
     ev.ApprovalsReminded.type_name,
     ev.ApprovalRequested.type_name,  # only a quick draft's: shown while the better one is written
+    ev.DigestSent.type_name,  # only the daily one: /digest answers on-demand ones itself
 )
 
 QUICK_DRAFT = "Quick draft: a better one is being written and will replace this message."
@@ -136,6 +138,8 @@ def notification_for(event: ev.RecordedEvent) -> Outbound | None:
                 job = queries.get_job(action.job_id)
                 text = f"Undone: {action.summary} ({data.summary}; {data.reason}). (/trace {job.short_id})"
                 return Outbound(job.channel, job.chat_id, Reply(text))
+            case ev.DigestSent():
+                return daily_notification(event)
     except NotFoundError as exc:
         logger.error("cannot render a notification for event %s: %s", event.position, exc)
     return None

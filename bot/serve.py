@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from types import FrameType
@@ -107,7 +108,8 @@ def serve(settings: Settings, names: Sequence[str]) -> int:
         if settings.in_process_broker:
             # The in-process queue died with the previous process: whatever the log says is
             # queued or running is orphaned now, not after a lease.
-            report = reconciler.with_leases(timedelta(0)).run_once()
+            # No digest here: the notifiers are not started yet (the scheduler sends it).
+            report = replace(reconciler.with_leases(timedelta(0)), daily_digest=None).run_once()
             resumed = [*report.jobs, *(queries.get_action(a).job_id for a in report.actions)]
             if report.total:
                 print(

@@ -282,8 +282,8 @@ class Settings(BaseSettings):
         description="Your time zone (IANA name, e.g. Europe/Berlin): digest and quiet hours.",
     )
     digest_time: str = Field(
-        default="08:00",
-        description="Local time of the daily digest, HH:MM; empty = no daily digest.",
+        default="",
+        description="Local time of the daily digest, HH:MM (opcore init sets 08:00); empty = none.",
     )
     quiet_hours: str = Field(
         default="",

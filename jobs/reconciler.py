@@ -95,12 +95,12 @@ class Reconciler:
             self.capture_sent()
         if self.advance_flows is not None:
             self.advance_flows(now=moment)
-        if self.daily_digest is not None:
-            self.daily_digest(now=moment)
         if self.purge_forgotten is not None:
             purged = self.purge_forgotten(now=moment)
             if purged:
                 logger.info("purged %d forgotten memories whose undo window ended", purged)
+        if self.daily_digest is not None:
+            self.daily_digest(now=moment)
         if jobs or actions:
             logger.warning("reconciler re-sent %d job(s) and %d action(s)", len(jobs), len(actions))
         return ReconcileReport(tuple(jobs), tuple(actions))

@@ -19,6 +19,7 @@ from agents import questions
 from agents.approvals import DecisionResult, Outcome, decide
 from agents.questions import AnswerResult
 from jobs.broker import queue_depth
+from jobs.digest import DigestService, upcoming_from
 from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime, advance_flows
 from store import events as ev
@@ -299,9 +300,18 @@ class JobService:
             else None,
             purge_forgotten=self._rt.memory.purge_expired,
             capture_sent=self._rt.memory.capture_sent,
+            daily_digest=self.digests().send_daily_if_due,
             advance_flows=lambda now: advance_flows(
                 self._rt.conductor, self._rt.reactions, now=now
             ),
+        )
+
+    def digests(self) -> DigestService:
+        return DigestService.from_settings(
+            self._rt.settings,
+            log=self._rt.store.log,
+            budget_lines=self.budget_lines,
+            upcoming=upcoming_from(self._rt.connectors),
         )
 
     def advance_flows(self) -> int:
