@@ -9,11 +9,13 @@ an amount) is highlighted in the approval.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents import board
 from agents.base import Agent, AgentBudget, Capability
 from agents.context import AgentContext
 from agents.errors import AgentInputError
@@ -21,6 +23,8 @@ from agents.providers.base import ChatMessage, ModelRequest
 from agents.providers.offline import register_offline_task
 from agents.untrusted import DATA_RULE, clean, data_message
 from connectors.email import is_sendable_address
+from store import business
+from store import events as ev
 
 CLASSIFY_TASK = "triage.classify"
 REPLY_TASK = "triage.reply"
@@ -93,6 +97,9 @@ class TriageOutput(BaseModel):
     urgency: Urgency
     summary: str
     action_id: str
+    board: str = ""
+    """The blackboard topic posted (customer_blocked, bug_reported, feature_request), or ""."""
+    board_ref: str = ""
 
 
 def parse_triage(text: str) -> TriageInput:
@@ -202,6 +209,7 @@ class TriageAgent(Agent[TriageInput, TriageOutput]):
         contact = ctx.step("contact", lambda: self._contact(ctx, payload))
         ctx.contact_id = contact["contact_id"]
         found = ctx.step("classify", lambda: self._classify(ctx, payload))
+        posted = ctx.step("board", lambda: self._post(ctx, payload, contact, found))
         draft = ctx.step("reply", lambda: self._reply(ctx, payload, found))
         proposal = ctx.propose(
             "email",
@@ -215,7 +223,44 @@ class TriageAgent(Agent[TriageInput, TriageOutput]):
             urgency=found["urgency"],
             summary=found["summary"],
             action_id=proposal.action_id,
+            board=posted["topic"],
+            board_ref=posted["ref"],
         )
+
+    @staticmethod
+    def _post(
+        ctx: AgentContext, payload: TriageInput, contact: dict[str, Any], found: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Post what the ticket tells the rest of the business on the blackboard."""
+        topic = board_topic(found["category"], found["urgency"], payload.ticket)
+        if not topic:
+            return {"topic": "", "ref": ""}
+        post_id = uuid.uuid5(uuid.NAMESPACE_URL, f"opcore:board:{ctx.job_id}").hex
+        who = contact["email"]
+        text = {
+            board.CUSTOMER_BLOCKED: f"{who} is blocked by a bug: {found['summary']}",
+            board.BUG_REPORTED: f"{who} reports a bug: {found['summary']}",
+            board.FEATURE_REQUEST: f"{who} asks for: {found['summary']}",
+        }[topic]
+        ctx.record(
+            ev.BOARD_STREAM,
+            ev.BoardPosted(
+                post_id=post_id,
+                topic=topic,
+                subject=who,
+                text=text,
+                data={
+                    "contact_id": contact["contact_id"],
+                    "summary": found["summary"],
+                    "urgency": found["urgency"],
+                    "paying": business.is_paying(contact["contact_id"]),
+                },
+                by=f"agent:{TriageAgent.name}",
+                job_id=ctx.job_id,
+            ),
+            key=f"board:{ctx.job_id}",
+        )
+        return {"topic": topic, "ref": board.ref_of(post_id)}
 
     @staticmethod
     def _contact(ctx: AgentContext, payload: TriageInput) -> dict[str, Any]:
@@ -270,7 +315,27 @@ class TriageAgent(Agent[TriageInput, TriageOutput]):
         return {"subject": draft.subject, "body": draft.body, "offline": response.offline}
 
     def summarize(self, payload: TriageInput, output: TriageOutput) -> str:
+        posted = (
+            f" On the board as {output.board.replace('_', ' ')} [{output.board_ref}]."
+            if output.board
+            else ""
+        )
         return (
             f"Ticket from {payload.sender}: {output.category.replace('_', ' ')}, "
-            f"{output.urgency}. {output.summary} Drafted a reply."
+            f"{output.urgency}. {output.summary} Drafted a reply.{posted}"
         )
+
+
+_BLOCKED = ("blocked", "cannot work", "can't work", "can not work", "down", "outage", "stuck")
+
+
+def board_topic(category: str, urgency: str, ticket: str) -> str:
+    """The blackboard topic a classified ticket is posted under, "" for none. Pure."""
+    if category == "feature_request":
+        return board.FEATURE_REQUEST
+    if category != "bug":
+        return ""
+    lower = ticket.lower()
+    if urgency == "urgent" or (urgency == "high" and any(c in lower for c in _BLOCKED)):
+        return board.CUSTOMER_BLOCKED
+    return board.BUG_REPORTED

@@ -22,6 +22,25 @@ POLICIES: dict[str, dict[str, str]] = {
         "documents.publish_invoice": "ask",
         "email.send_email": "ask",
     },
+    "micro-saas": {
+        "documents.append_changelog": "ask",
+        "webhook.post": "ask",
+        "email.send_email": "ask",
+    },
+    "content": {
+        "documents.publish_post": "ask",
+        "webhook.post": "ask",
+    },
+}
+# Settings each template turns on, beyond the flow itself.
+EXTRA: dict[str, str] = {
+    "micro-saas": (
+        "email_tickets = true          # new email threads are support tickets (see /backlog)\n"
+        'ticket_events = "ticket*"     # and webhook deliveries of these event types\n'
+        '# webhook_sources = { github = { kind = "github", secret = "..." } }\n'
+        '# outgoing_webhooks = { releases = { url = "https://...", secret = "..." } }\n'
+    ),
+    "content": '# outgoing_webhooks = { posts = { url = "https://...", secret = "..." } }\n',
 }
 
 
@@ -50,6 +69,7 @@ def render_config(template: str, *, timezone: str, data_dir: Path) -> str:
         '# email_from = "You <you@example.com>"\n'
         '# smtp_url = "smtps://user:password@smtp.example.com:465"\n'
         '# webhook_listen = "127.0.0.1:8470"\n'
+        f"{EXTRA.get(template, '')}"
         "\n[approval_rules]\n"
         f"{rules}\n"
     )
@@ -80,4 +100,6 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
 EXAMPLES = {
     "consultant": "/proposal Jane Doe <jane@acme.example> website audit: 3 pages review; price 2400 EUR; 2 weeks",
+    "micro-saas": "/triage bob@client.example: the export fails with a 500 error, we are blocked! then /backlog",
+    "content": "/remember Shipped the new onboarding checklist; first users finish setup twice as fast",
 }

@@ -68,6 +68,11 @@ COMMANDS: dict[str, CommandSpec] = {
             "record a payment that came outside Stripe, e.g. /paid 2026-0007",
             needs_args=True,
         ),
+        CommandSpec(
+            "backlog",
+            "/backlog",
+            "open bugs and feature requests from triaged tickets, grouped and ranked",
+        ),
         CommandSpec("budget", "/budget", "model spend today and this month against the budgets"),
         CommandSpec(
             "pause",

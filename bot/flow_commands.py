@@ -1,8 +1,9 @@
-"""The business commands: /flows, /won, /paid.
+"""The business commands: /flows, /won, /paid, /backlog.
 
 ``/won <contact email>`` records that the client accepted (``ContactWon``: the consultant
 flow moves on to milestones and invoicing); ``/paid <invoice number>`` records a payment that
-came outside Stripe (a bank transfer); ``/flows`` lists the open flows and where each stands.
+came outside Stripe (a bank transfer); ``/flows`` lists the open flows and where each stands;
+``/backlog`` ranks the open bugs and feature requests triage posted on the blackboard.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from agents import board
 from bot.commands import COMMANDS, ParsedCommand
 from bot.messages import InboundMessage, Reply
 from store import business, queries
@@ -36,7 +38,10 @@ class FlowCommands:
         self._advance = advance
 
     def handlers(self) -> dict[str, Handler]:
-        return {"flows": self.flows, "won": self.won, "paid": self.paid}
+        return {"flows": self.flows, "won": self.won, "paid": self.paid, "backlog": self.backlog}
+
+    def backlog(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
+        return [Reply(board.render_backlog(board.backlog()))]
 
     def flows(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         now = datetime.now(UTC)

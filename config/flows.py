@@ -8,19 +8,47 @@ start-up with a hint on a mistake.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config.errors import ConfigError
 
 BUILTIN_DIR = Path(__file__).parent / "flows"
-TEMPLATES = ("consultant",)  # micro-saas and content: not built yet (issue 7 notes)
-_TRIGGER = re.compile(r"^(agent:[a-z_]+|webhook:[A-Za-z0-9_-]+:[A-Za-z0-9_.*-]+)$")
+TEMPLATES = ("consultant", "micro-saas", "content")
+_TRIGGER = re.compile(
+    r"^(agent:[a-z_]+|webhook:[A-Za-z0-9_-]+:[A-Za-z0-9_.*-]+"
+    r"|schedule:(daily|weekly-(mon|tue|wed|thu|fri|sat|sun))@([01]\d|2[0-3]):[0-5]\d)$"
+)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def schedule_slot(trigger: str, now: datetime, zone: ZoneInfo) -> tuple[datetime, timedelta]:
+    """The latest scheduled moment at or before ``now`` for a ``schedule:`` trigger, and the
+    schedule's period. Pure. ``schedule:daily@09:00``, ``schedule:weekly-mon@09:00``, local
+    time in ``zone``."""
+    spec = trigger.removeprefix("schedule:")
+    every, _, clock = spec.partition("@")
+    hour, minute = (int(part) for part in clock.split(":"))
+    local = now.astimezone(zone)
+    day = local.date()
+    if every == "daily":
+        period = timedelta(days=1)
+    else:
+        period = timedelta(days=7)
+        day -= timedelta(days=(day.weekday() - WEEKDAYS.index(every.split("-")[1])) % 7)
+    slot = datetime.combine(day, dt_time(hour, minute), zone)
+    if slot > local:
+        slot = datetime.combine(day - period, dt_time(hour, minute), zone)
+    return slot.astimezone(UTC), period
 
 
 class FlowStep(BaseModel):
@@ -54,7 +82,12 @@ class FlowTemplate(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")
     description: str
     pattern: Literal["conductor", "choreography", "blackboard"] = "conductor"
-    trigger: str  # "agent:<name>" (its job is the first step) or "webhook:<source>:<event type>"
+    # "agent:<name>" (its job is the first step), "webhook:<source>:<event type glob>" or
+    # "schedule:daily@HH:MM" / "schedule:weekly-mon@HH:MM" (the operator's time zone).
+    trigger: str
+    # For a webhook trigger: payload fields (dotted paths) and the glob each must match,
+    # e.g. {"action" = "published"}; a delivery that does not match starts nothing.
+    when: dict[str, str] = Field(default_factory=dict)
     steps: list[FlowStep] = Field(min_length=1, max_length=30)
     critical: bool = True  # its health is in /status and the digest
 
@@ -62,8 +95,12 @@ class FlowTemplate(BaseModel):
     def _check_steps(self) -> FlowTemplate:
         if not _TRIGGER.match(self.trigger):
             raise ValueError(
-                f"trigger {self.trigger!r} must be agent:<name> or webhook:<source>:<event type>"
+                f"trigger {self.trigger!r} must be agent:<name>, "
+                "webhook:<source>:<event type> or schedule:daily@HH:MM / "
+                "schedule:weekly-mon@HH:MM"
             )
+        if self.when and not self.trigger.startswith("webhook:"):
+            raise ValueError("'when' filters a webhook's payload: only for a webhook trigger")
         names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise ValueError("step names must be unique")
@@ -95,6 +132,19 @@ class FlowTemplate(BaseModel):
 
     def agents(self) -> set[str]:
         return {s.agent for s in self.steps if s.kind == "agent"}
+
+    def matches(self, payload: Mapping[str, Any]) -> bool:
+        """Whether a webhook payload passes ``when`` (every path present and matching)."""
+        for path, pattern in self.when.items():
+            value: Any = payload
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            if value is None or isinstance(value, dict | list):
+                return False
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            if not fnmatch.fnmatchcase(text, pattern):
+                return False
+        return True
 
 
 def read_template(path: Path) -> FlowTemplate:

@@ -10,6 +10,7 @@ Sources, highest priority first: keyword arguments, ``OPCORE_*`` environment var
 from __future__ import annotations
 
 import os
+import re
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,6 +60,9 @@ class ApprovalRule(BaseModel):
     trusted_contacts: tuple[str, ...] = ()  # recipients that need no tap (lower case)
     below_amount: float | None = None  # auto-approve when params["amount"] is below this
     expires_hours: float | None = None  # overrides approval_ttl_hours for this kind
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
 class WebhookSource(BaseModel):
@@ -333,6 +337,26 @@ class Settings(BaseSettings):
     invoice_tax_rate: float = Field(
         default=0.0, ge=0, lt=1, description="Tax rate on invoices (0.2 = 20 %)."
     )
+    release_webhook: str = Field(
+        default="releases",
+        description="Outgoing webhook (by name) a published release is posted to, if configured.",
+    )
+    release_email_to: str = Field(
+        default="",
+        description="Where release notes are emailed on a release (a customer list); empty: no email.",
+    )
+    content_webhook: str = Field(
+        default="posts",
+        description="Outgoing webhook (by name) a published post is sent to, if configured.",
+    )
+    ticket_events: str = Field(
+        default="",
+        description="Webhook event types (glob) that are support tickets, e.g. ticket.*; empty: none.",
+    )
+    email_tickets: bool = Field(
+        default=False,
+        description="Treat new inbound email threads (not replies to opcore's mail) as support tickets.",
+    )
     faults: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Failure injection for the reliability tests only (kill points); never set in production.",
@@ -383,6 +407,14 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"agent {agent!r}: give non-negative 'daily' and/or 'monthly' limits in USD"
                 )
+        return value
+
+    @field_validator("release_email_to")
+    @classmethod
+    def _check_release_email(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _EMAIL.fullmatch(value):
+            raise ValueError(f"{value!r} is not an email address (e.g. customers@list.example)")
         return value
 
     @field_validator("home_channel")

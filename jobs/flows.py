@@ -30,7 +30,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from config.flows import FlowStep, FlowTemplate
+from config.flows import FlowStep, FlowTemplate, schedule_slot
 from store import business, queries
 from store import events as ev
 from store.errors import ConcurrencyError, NotFoundError
@@ -118,18 +118,21 @@ class Conductor:
     # Whether an executed action can be undone (its connector declares a compensation).
     compensable: Callable[[ActionView], bool]
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    # Where a flow no person started (a webhook, a schedule) asks for approvals.
+    home_channel: str = "console:local"
 
     # Starting -----------------------------------------------------------------------------
 
-    def start_from_triggers(self) -> int:
-        """Start the flows whose trigger appeared in the log since the last call."""
+    def start_from_triggers(self, *, now: datetime | None = None) -> int:
+        """Start the flows whose trigger appeared in the log since the last call, and the
+        scheduled ones whose time has come."""
         if not self.templates:
             return 0
         position = queries.cursor(TRIGGER_CURSOR)
         if position is None:  # first run: flows start from what happens from now on
             queries.save_cursor(TRIGGER_CURSOR, self.log.head())
             return 0
-        started = 0
+        started = self._start_scheduled(now or utcnow())
         types = (ev.JobRequested.type_name, ev.WebhookReceived.type_name)
         while batch := self.log.read_all(after=position, limit=200, types=types):
             for event in batch:
@@ -163,15 +166,37 @@ class Conductor:
                     continue
                 if not fnmatch.fnmatchcase(data.event_type, pattern):
                     continue
+                if not template.matches(data.payload):
+                    continue
                 context = {
                     "source": data.source,
                     "event_type": data.event_type,
+                    "delivery_id": data.delivery_id,
                     "payload": data.payload,
                 }
                 self.start(
                     template, trigger=f"webhook:{data.source}:{data.delivery_id}", context=context
                 )
                 started += 1
+        return started
+
+    def _start_scheduled(self, now: datetime) -> int:
+        """Start each scheduled template once per slot (the slot is the trigger, so a restart
+        or a second conductor starts nothing twice). A slot missed by more than half its
+        period (opcore was down) is skipped rather than run late."""
+        started = 0
+        for template in self.templates.values():
+            if not template.trigger.startswith("schedule:"):
+                continue
+            slot, period = schedule_slot(template.trigger, now, self.zone)
+            if now - slot > period / 2:
+                continue
+            _, new = self._start(
+                template,
+                trigger=f"schedule:{slot.isoformat()}",
+                context={"slot": slot.isoformat(), "period_days": period.days},
+            )
+            started += int(new)
         return started
 
     def start(
@@ -184,6 +209,20 @@ class Conductor:
         contact_id: str | None = None,
     ) -> str:
         """Start ``template`` once per trigger; with ``job_id``, that job is its first step."""
+        return self._start(
+            template, trigger=trigger, context=context, job_id=job_id, contact_id=contact_id
+        )[0]
+
+    def _start(
+        self,
+        template: FlowTemplate,
+        *,
+        trigger: str,
+        context: Mapping[str, Any],
+        job_id: str | None = None,
+        contact_id: str | None = None,
+    ) -> tuple[str, bool]:
+        """The flow's id, and whether this call started it (False: it had started before)."""
         key = f"flow-start:{template.name}:{trigger}"
         flow_id = stable_id(key)
         events: list[ev.EventData | ev.NewEvent] = [
@@ -203,8 +242,8 @@ class Conductor:
             events.append(
                 ev.FlowStepStarted(flow_id=flow_id, step=template.steps[0].name, job_id=job_id)
             )
-        self.log.append(ev.flow_stream(flow_id), events, metadata=self._meta(flow_id))
-        return flow_id
+        result = self.log.append(ev.flow_stream(flow_id), events, metadata=self._meta(flow_id))
+        return flow_id, not result.duplicate
 
     # Advancing ----------------------------------------------------------------------------
 
@@ -286,6 +325,7 @@ class Conductor:
             return True
         key = f"flow-job:{state.flow_id}:{step.name}:{run}"
         job_id = stable_id(key)
+        home_channel, _, home_chat = self.home_channel.partition(":")
         flow_input = {
             "flow_id": state.flow_id,
             "template": state.template,
@@ -303,8 +343,8 @@ class Conductor:
                         agent=step.agent,
                         input={"flow": flow_input},
                         text=f"{template.name} flow: {step.description or step.name}",
-                        channel=str(state.input.get("channel") or "console"),
-                        chat_id=str(state.input.get("chat_id") or "local"),
+                        channel=str(state.input.get("channel") or home_channel or "console"),
+                        chat_id=str(state.input.get("chat_id") or home_chat or "local"),
                         requested_by=f"flow:{state.flow_id}",
                     ),
                     idempotency_key=key,

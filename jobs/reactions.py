@@ -10,6 +10,10 @@ does its work once:
   email and the exact amount; the payer's email links it to a contact.
 - ``paid``: a payment that settles an invoice triggers the thank-you email (a proposal to
   approve) and a bookkeeping note in memory (``worklog`` of the contact).
+- ``tickets``: a webhook delivery whose event type matches ``ticket_events`` (``{"email":
+  ..., "subject": ..., "text": ...}``) or, with ``email_tickets``, a new inbound email thread
+  (not a reply to anything opcore sent, not an auto-reply) becomes a ``triage`` job; triage
+  posts what it learns on the blackboard.
 
 When to pick which pattern (the README says the same): a *conductor* (jobs/flows.py) when
 the order matters and someone must know where a case stands; *choreography* (here) when one
@@ -19,6 +23,7 @@ fact has several independent consequences that need no coordination; a *blackboa
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import re
 from collections.abc import Callable
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from connectors.email import is_sendable_address
 from store import business, queries
 from store import events as ev
 from store.errors import NotFoundError
@@ -34,6 +40,7 @@ from store.log import EventLog
 logger = logging.getLogger(__name__)
 
 CURSOR = "reactions"
+MAX_TICKET = 8000
 _NUMBER = re.compile(r"\b(\d{4}-\d{4})\b")
 # Stripe amounts are in the currency's smallest unit; these have none.
 ZERO_DECIMAL = frozenset(
@@ -118,12 +125,33 @@ def stripe_payment(delivery: ev.WebhookReceived) -> ev.PaymentRecorded | None:
     )
 
 
+def ticket_of(payload: dict[str, Any]) -> dict[str, str] | None:
+    """Sender and text of a ticket webhook's payload (``email``/``from``, ``subject``,
+    ``text``/``body``/``message``), or None. Pure."""
+    sender = payload.get("email") or payload.get("from")
+    text = payload.get("text") or payload.get("body") or payload.get("message")
+    if not isinstance(sender, str) or not isinstance(text, str) or not text.strip():
+        return None
+    subject = payload.get("subject")
+    head = f"{subject}\n\n" if isinstance(subject, str) and subject.strip() else ""
+    return {"sender": sender.strip(), "ticket": f"{head}{text.strip()}"}
+
+
+def new_thread(email: ev.EmailReceived) -> bool:
+    """A message that starts a conversation: not a reply to anything, not automatic. Pure."""
+    return not (
+        email.auto_submitted or email.in_reply_to or email.references or email.answers_action
+    )
+
+
 @dataclass
 class Reactions:
     log: EventLog
     # Requests a job (the thank-you email) the way the conductor does; returns its id.
     request_job: Callable[..., str] | None = None
     remember: Callable[..., Any] | None = None
+    ticket_events: str = ""  # glob of webhook event types that are support tickets
+    email_tickets: bool = False
 
     def run_once(self) -> int:
         position = queries.cursor(CURSOR)
@@ -131,7 +159,11 @@ class Reactions:
             queries.save_cursor(CURSOR, self.log.head())
             return 0
         done = 0
-        types = (ev.WebhookReceived.type_name, ev.PaymentRecorded.type_name)
+        types = (
+            ev.WebhookReceived.type_name,
+            ev.PaymentRecorded.type_name,
+            ev.EmailReceived.type_name,
+        )
         while batch := self.log.read_all(after=position, limit=200, types=types):
             for event in batch:
                 done += self._react(event)
@@ -157,6 +189,23 @@ class Reactions:
                 metadata=ev.Metadata(actor="reaction:finance", causation_id=event.event_id),
             )
             return 1
+        if isinstance(data, ev.WebhookReceived) and self._is_ticket_event(data.event_type):
+            ticket = ticket_of(data.payload)
+            if ticket is None:
+                logger.warning(
+                    "webhook %s/%s (%s) is not a ticket: it needs an email and a text; dropped",
+                    data.source,
+                    data.delivery_id,
+                    data.event_type,
+                )
+                return 0
+            return self._triage(ticket, key=f"ticket:{data.source}:{data.delivery_id}")
+        if isinstance(data, ev.EmailReceived) and self.email_tickets and new_thread(data):
+            subject = f"{data.subject}\n\n" if data.subject else ""
+            return self._triage(
+                {"sender": data.from_address, "ticket": f"{subject}{data.text}".strip()},
+                key=f"ticket:email:{data.message_id}",
+            )
         if (
             isinstance(data, ev.PaymentRecorded)
             and data.status == "succeeded"
@@ -164,6 +213,25 @@ class Reactions:
         ):
             return self._paid(data, event)
         return 0
+
+    def _is_ticket_event(self, event_type: str) -> bool:
+        return bool(self.ticket_events) and fnmatch.fnmatchcase(event_type, self.ticket_events)
+
+    def _triage(self, ticket: dict[str, str], *, key: str) -> int:
+        if self.request_job is None or not ticket["ticket"]:
+            return 0
+        if not is_sendable_address(ticket["sender"]):
+            logger.warning(
+                "ticket %s: %r is not an address to reply to; dropped", key, ticket["sender"]
+            )
+            return 0
+        self.request_job(
+            "triage",
+            {"sender": ticket["sender"], "ticket": ticket["ticket"][:MAX_TICKET]},
+            key=key,
+            text=f"ticket from {ticket['sender']}",
+        )
+        return 1
 
     @staticmethod
     def _matched(payment: ev.PaymentRecorded) -> ev.PaymentRecorded:

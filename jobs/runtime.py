@@ -14,6 +14,7 @@ from dramatiq import Broker
 from agents.base import Agent
 from agents.budget import Budgets
 from agents.cache import ModelCache
+from agents.content import PostDraftAgent
 from agents.errors import AgentError
 from agents.invoice import (
     InvoiceAgent,
@@ -30,6 +31,7 @@ from agents.providers.offline import OfflineProvider
 from agents.providers.openai import OpenAIChatProvider
 from agents.providers.router import ModelRouter
 from agents.registry import AgentRegistry
+from agents.release_flow import ReleasePublishAgent
 from agents.release_notes import ReleaseNotesAgent
 from agents.retry import RetryPolicy
 from agents.revise import ReviseAgent
@@ -135,6 +137,19 @@ def make_agents(settings: Settings) -> list[Agent[Any, Any]]:
         InvoiceEmailAgent(signature=signature),
         PaymentReminderAgent(signature=signature),
         ThankYouAgent(signature=signature),
+        ReleasePublishAgent(
+            webhook_target=settings.release_webhook
+            if settings.release_webhook in settings.outgoing_webhooks
+            else "",
+            email_to=settings.release_email_to,
+            zone=settings.zone,
+        ),
+        PostDraftAgent(
+            webhook_target=settings.content_webhook
+            if settings.content_webhook in settings.outgoing_webhooks
+            else "",
+            zone=settings.zone,
+        ),
     ]
 
 
@@ -148,7 +163,7 @@ def advance_flows(
             reactions.run_once()
         if conductor is None:
             return 0
-        conductor.start_from_triggers()
+        conductor.start_from_triggers(now=now)
         return conductor.tick(now=now)
     except (StoreError, ConnectorError, AgentError) as exc:
         logger.error("advancing flows failed (the next tick retries): %s", exc)
@@ -250,6 +265,7 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
             compensate=effects.compensate,
             compensable=lambda a: connectors[a.connector].spec(a.action).compensation is not None,
             zone=settings.zone,
+            home_channel=settings.home_channel,
         )
         if templates
         else None
@@ -287,6 +303,8 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
         log=store.log,
         request_job=request_job,
         remember=lambda text, **kw: memory.remember(text, **kw),
+        ticket_events=settings.ticket_events,
+        email_tickets=settings.email_tickets,
     )
     reactions.run_once()  # the first run sets its cursor
 

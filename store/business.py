@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from store.errors import NotFoundError
-from store.models import BoardRow, FlowRow, InvoiceRow, PaymentRow
+from store.models import BoardRow, FlowRow, InvoiceRow, MemoryRow, PaymentRow
 from store.queries import _aware, short_id
 
 OPEN_FLOWS = ("running", "waiting", "failed")
@@ -171,6 +171,46 @@ def overdue_invoices(today: date) -> list[InvoiceView]:
         InvoiceRow.status.in_(("issued", "sent")) & (InvoiceRow.due_date < today.isoformat())
     )
     return [_invoice(r) for r in query.order_by(InvoiceRow.due_date)]
+
+
+def is_paying(contact_id: str) -> bool:
+    """Whether the contact has paid at least one invoice (a paying customer)."""
+    return (
+        InvoiceRow.select()
+        .where((InvoiceRow.contact_id == contact_id) & (InvoiceRow.status == "paid"))
+        .exists()
+    )
+
+
+@dataclass(frozen=True)
+class MemoryNote:
+    memory_id: str
+    kind: str
+    text: str
+    contact_id: str | None
+    created_at: datetime
+
+
+def memories_since(since: datetime, *, kinds: tuple[str, ...], limit: int = 50) -> list[MemoryNote]:
+    """Active memories of ``kinds`` stored after ``since``, oldest first."""
+    query = (
+        MemoryRow.select()
+        .where(
+            (MemoryRow.status == "active")
+            & MemoryRow.kind.in_(kinds)
+            & (MemoryRow.created_at > _naive_utc(since))
+        )
+        .order_by(MemoryRow.created_at, MemoryRow.memory_id)
+        .limit(limit)
+    )
+    return [
+        MemoryNote(r.memory_id, r.kind, r.text, r.contact_id, _aware(r.created_at) or since)
+        for r in query
+    ]
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def open_invoice_for(contact_id: str, amount: Decimal, currency: str) -> InvoiceView | None:

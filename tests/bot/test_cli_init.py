@@ -34,3 +34,32 @@ def test_init_refuses_an_unknown_time_zone_before_writing_anything(
     monkeypatch.setenv("OPCORE_DATA_DIR", str(tmp_path / "data"))
     assert main(["init", "--template", "consultant", "--timezone", "Mars/Olympus"]) == 2
     assert not (tmp_path / "opcore.toml").exists()
+
+
+@pytest.mark.parametrize(
+    ("template", "policy", "extra"),
+    [
+        ("micro-saas", "documents.append_changelog", "email_tickets"),
+        ("content", "documents.publish_post", None),
+    ],
+)
+def test_init_sets_up_the_micro_saas_and_content_workspaces(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    template: str,
+    policy: str,
+    extra: str | None,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPCORE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["init", "--template", template, "--timezone", "Europe/Paris"]) == 0
+    assert "try:" in capsys.readouterr().out
+    config = tomllib.loads((tmp_path / "opcore.toml").read_text())
+    assert config["flows"] == template and config["approval_rules"][policy]["mode"] == "ask"
+    if extra:
+        assert config[extra] is True
+    assert (tmp_path / "data" / "flows" / f"{template}.toml").is_file()
+    monkeypatch.delenv("OPCORE_DATA_DIR")
+    settings = Settings(_toml_file=tmp_path / "opcore.toml")  # type: ignore[call-arg]
+    assert settings.flows == (template,)
