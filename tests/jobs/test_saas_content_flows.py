@@ -167,7 +167,9 @@ def test_a_release_publishes_the_changelog_and_tells_the_blocked_customer(
     github: httpx.Client,
     receiver: Receiver,  # noqa: F811
 ) -> None:
-    say(dispatcher, "/triage bob@client.example: The export fails with a 500 error, we are blocked!")
+    say(
+        dispatcher, "/triage bob@client.example: The export fails with a 500 error, we are blocked!"
+    )
     blocked = wait_for(lambda: board.open_posts((board.CUSTOMER_BLOCKED,)))
     assert blocked[0].subject == "bob@client.example" and "export" in blocked[0].text.lower()
     assert "blocking" in say(dispatcher, "/backlog")
@@ -347,7 +349,11 @@ def test_a_fix_closes_a_post_by_its_reference_or_by_two_words_in_common() -> Non
     assert board.related("fix: export no longer fails with a 500", post)
     assert board.related("fix: handle big files (T-abcdef)", post)
     assert not board.related("fix: typo in the export menu", post)
-    assert board.keywords("Exports fail! The customers are BLOCKED.") == {"export", "fail", "blocked"}
+    assert board.keywords("Exports fail! The customers are BLOCKED.") == {
+        "export",
+        "fail",
+        "blocked",
+    }
 
 
 def test_backlog_ranks_blocked_customers_then_bugs_then_features_by_demand() -> None:
