@@ -128,7 +128,15 @@ class InvoiceAgent(Agent[FlowJobInput, InvoiceOutput]):
                 f"{money(total, currency)}, due {drafted['due_date']}"
             ),
             contact_id=contact.contact_id,
-            trusted={"amount": str(total), "price": str(amount)},
+            # Your own settings (the seller, the tax rate) and the one line the proposal's
+            # price makes: nothing here comes from a model or a third party.
+            trusted={
+                "amount": str(total),
+                "price": str(amount),
+                "seller": params["seller"],
+                "quantity": "1",
+                "tax_rate": params["tax_rate"],
+            },
         )
         return InvoiceOutput(
             number=drafted["number"],
@@ -242,7 +250,12 @@ class InvoiceEmailAgent(Agent[FlowJobInput, InvoiceEmailOutput]):
             },
             summary=f"Email invoice {invoice.number} to {contact.email} ({money(invoice.total, invoice.currency)})",
             contact_id=contact.contact_id,
-            trusted={"amount": str(invoice.total), "number": invoice.number},
+            # The attachment is the PDF the flow's invoice step wrote.
+            trusted={
+                "amount": str(invoice.total),
+                "number": invoice.number,
+                "attachment": f"invoices/{invoice.number}.pdf",
+            },
         )
         return InvoiceEmailOutput(number=invoice.number, action_id=proposal.action_id)
 

@@ -26,6 +26,7 @@ NOTE = "🔹"
 
 _URL = re.compile(r"\bhttps?://([A-Za-z0-9.-]+)", re.IGNORECASE)
 _BARE_DOMAIN = re.compile(r"\bwww\.([A-Za-z0-9.-]+)", re.IGNORECASE)
+_NUMERIC = re.compile(r"-?\d+(?:\.\d+)?")
 _ADDRESS = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\b")
 _NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:[,\s]\d{3})+|\d+)(?:\.(\d+))?\s?([kKmM])?\b")
 _MONEY = re.compile(
@@ -63,8 +64,8 @@ def review(
     """The flags of a proposal, most important first."""
     flags: list[str] = []
     for name in spec.sensitive:
-        for value in _values(params.get(name)):
-            flags += _sensitive(name, value, sources)
+        for path, value in _leaves(name, params.get(name)):
+            flags += _sensitive(path, value, sources)
     for name in spec.free_text:
         text = params.get(name)
         if isinstance(text, str):
@@ -105,6 +106,12 @@ def _sensitive(name: str, value: Any, sources: Sources) -> list[str]:
             return [f"{WARNING} {name} {value:g} is not an amount you gave"]
         return []
     text = str(value)
+    if not text.strip():
+        return []
+    if _NUMERIC.fullmatch(text.strip()):
+        if float(text) not in sources.numbers:
+            return [f"{WARNING} {name} {text} is not an amount you gave"]
+        return []
     if "@" in text:
         if sources.said(text):
             return []
@@ -137,12 +144,19 @@ def _free_text(name: str, text: str, sources: Sources) -> list[str]:
     return flags
 
 
-def _values(value: Any) -> list[Any]:
+def _leaves(name: str, value: Any) -> Iterable[tuple[str, Any]]:
+    """Every scalar in a param, named by its path (``client.email``, ``lines.unit_price``),
+    so a nested value (an invoice's client, a webhook's payload) is traced leaf by leaf."""
     if value is None:
-        return []
-    if isinstance(value, list | tuple | set | frozenset):
-        return list(value)
-    return [value]
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _leaves(f"{name}.{key}", item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _leaves(name, item)
+    else:
+        yield name, value
 
 
 def _flatten(values: Iterable[Any]) -> Iterable[str]:

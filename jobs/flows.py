@@ -72,6 +72,9 @@ class FlowState:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed_token: str = ""
     compensations: list[str] = field(default_factory=list)
+    # The current step's checkpoint is written, the next step not begun yet (a crash or
+    # another conductor came between the two appends): resume by beginning the next step.
+    step_done: bool = False
 
 
 def fold(history: list[ev.RecordedEvent]) -> FlowState | None:
@@ -89,14 +92,17 @@ def fold(history: list[ev.RecordedEvent]) -> FlowState | None:
                     state.runs[data.step] = state.runs.get(data.step, 0) + 1
                 state.step, state.job_id, state.status = data.step, data.job_id, "running"
                 state.step_position, state.waiting_until = event.position, None
+                state.step_done = False
             case ev.FlowWaiting():
                 if data.step != state.step:
                     state.runs[data.step] = state.runs.get(data.step, 0) + 1
                     state.step_position = event.position
                 state.step, state.job_id, state.status = data.step, None, "waiting"
                 state.waiting_until = data.until
+                state.step_done = False
             case ev.FlowStepCompleted():
                 state.results[data.step] = dict(data.result)
+                state.step_done = data.step == state.step
                 contact = data.result.get("contact_id")
                 if state.contact_id is None and isinstance(contact, str):
                     state.contact_id = contact
@@ -287,6 +293,11 @@ class Conductor:
         if not state.step:
             return self._begin(state, template, template.steps[0], now=now)
         step = template.step(state.step)
+        if state.step_done:
+            following = template.after(step.name)
+            if following is None:
+                return self._stop(state, "done")
+            return self._begin(state, template, following, now=now)
         if step.kind == "agent":
             return self._agent_step(state, template, step, now=now)
         if state.status != "waiting":

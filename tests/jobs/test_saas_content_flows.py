@@ -186,6 +186,8 @@ def test_a_release_publishes_the_changelog_and_tells_the_blocked_customer(
     job_id = str(wait_for(lambda: flows_of("micro-saas")[0].job_id))
     approved = approve_all(service, job_id)
     kinds = sorted(f"{a.connector}.{a.action}" for a in map(queries.get_action, approved))
+    warnings = [f for a in map(queries.get_action, approved) for f in a.flags if "\u26a0" in f]
+    assert not warnings  # the webhook payload and the notes trace back to the signed delivery
     assert kinds == ["documents.append_changelog", "email.send_email", "webhook.post"]
 
     changelog = (settings.documents_path / "CHANGELOG.md").read_text()
