@@ -8,41 +8,41 @@ definitive.
 
 :class:`CalDavBackend` speaks CalDAV (RFC 4791) over httpx; :class:`IcsFileBackend` keeps one
 ``.ics`` file (the default when no CalDAV URL is configured). The daily digest reads through
-:meth:`CalendarConnector.upcoming`.
+:meth:`CalendarConnector.upcoming`. The backends live in :mod:`connectors.calendar_backends`
+(the contract and the file) and :mod:`connectors.caldav`; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import ipaddress
 import logging
-import os
-import ssl
-import tempfile
 import unicodedata
-import xml.etree.ElementTree as ET
-from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Self
-from urllib.parse import quote, urljoin, urlsplit
-from xml.sax.saxutils import escape
 
-import httpx
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import ActionResult, ActionSpec, Connector
-from connectors.errors import (
-    ConnectorError,
-    InvalidParamsError,
-    PermanentConnectorError,
-    TransientConnectorError,
-)
-from connectors.ics import DEFAULT_PRODID, CalendarEvent, parse_ics, to_ics
+from connectors.caldav import CalDavBackend
+from connectors.calendar_backends import CalendarBackend, IcsFileBackend, _order
+from connectors.errors import InvalidParamsError
+from connectors.ics import CalendarEvent
+
+__all__ = [
+    "UID_SUFFIX",
+    "CalDavBackend",
+    "CalendarBackend",
+    "CalendarConnector",
+    "CreateEvent",
+    "DeleteEvent",
+    "IcsFileBackend",
+    "ListEvents",
+    "calendar_connector_from",
+    "event_uid",
+]
 
 _log = logging.getLogger(__name__)
 UID_SUFFIX = "@opcore"
@@ -136,365 +136,7 @@ class DeleteEvent(BaseModel):
         return data
 
 
-# --- backends -----------------------------------------------------------------------------
-
-
-class CalendarBackend(ABC):
-    """Where events live. Every method raises only :class:`ConnectorError` subclasses."""
-
-    kind: ClassVar[str]
-
-    @abstractmethod
-    def create(self, event: CalendarEvent) -> bool:
-        """Store ``event`` unless an event with its UID exists; whether this call stored it."""
-
-    @abstractmethod
-    def delete(self, uid: str) -> bool:
-        """Remove the event with ``uid``; ``False`` if there was none (that is not an error)."""
-
-    @abstractmethod
-    def get(self, uid: str) -> CalendarEvent | None:
-        """The event with ``uid``, ``None`` if there is none."""
-
-    @abstractmethod
-    def events_between(self, start: datetime, end: datetime) -> list[CalendarEvent]:
-        """The events overlapping ``[start, end)``, in no particular order."""
-
-    @abstractmethod
-    def where(self, uid: str) -> dict[str, str]:
-        """Where the event with ``uid`` is kept, for a result's details (``url`` or ``path``)."""
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _caused_by_certificate(exc: BaseException) -> bool:
-    chain: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and cause not in chain:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    return any(isinstance(cause, ssl.SSLCertVerificationError) for cause in chain)
-
-
-def _status_ok(status_line: str) -> bool:
-    """``HTTP/1.1 200 OK`` from a multistatus ``<status>``."""
-    parts = status_line.split()
-    return len(parts) >= 2 and parts[1].startswith("2")
-
-
-def _utc_stamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-_DAV = "{DAV:}"
-_CALDAV = "{urn:ietf:params:xml:ns:caldav}"
-_REPORT_HEAD = (
-    '<?xml version="1.0" encoding="utf-8"?>\n'
-    '<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">\n'
-)
-
-
-class CalDavBackend(CalendarBackend):
-    """A CalDAV calendar collection, e.g. ``https://dav.example.com/user/calendar/``.
-
-    Events are resources ``<collection>/<uid>.ics``. Creating is a PUT with ``If-None-Match:
-    *``: 201/204 means this attempt created it, 412 that an earlier attempt did. Because the
-    UID is fixed per action, repeating a PUT whose answer was lost is safe (at worst it gets
-    412), and so is repeating a DELETE (404 means done) or a read. So every failure to hear an
-    answer is a :class:`TransientConnectorError`, whether the request went out or not:
-    nothing here can take effect twice. 5xx, 408 and 429 are transient too; 401/403, a missing
-    collection and other 4xx are :class:`PermanentConnectorError`.
-
-    Plain ``http://`` is only accepted for loopback hosts: calendars and passwords do not
-    travel in clear text. Proxy and netrc settings from the environment are not used.
-    """
-
-    kind: ClassVar[str] = "caldav"
-
-    def __init__(self, url: str, *, username: str = "", password: str = "", timeout: float) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("CalDAV url must look like https://host/path/to/calendar/")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ValueError(
-                f"refusing plain http:// to {parts.hostname}: the calendar and the password "
-                "would travel in clear text (use https://)"
-            )
-        if parts.username is not None or parts.query or parts.fragment:
-            raise ValueError(
-                "CalDAV url takes no user, query or fragment (give the user name separately)"
-            )
-        self.url = url if url.endswith("/") else url + "/"
-        self.server = f"{parts.scheme}://{parts.netloc}"
-        self.timeout = timeout
-        self._auth = httpx.BasicAuth(username, password) if username else None
-
-    def where(self, uid: str) -> dict[str, str]:
-        return {"url": self._href(uid)}
-
-    def _href(self, uid: str) -> str:
-        return urljoin(self.url, quote(uid, safe="@") + ".ics")
-
-    # HTTP ---------------------------------------------------------------------------------
-
-    def _request(
-        self, method: str, url: str, *, body: str = "", headers: Mapping[str, str] | None = None
-    ) -> httpx.Response:
-        what = f"{method} {url}"
-        try:
-            with httpx.Client(auth=self._auth, timeout=self.timeout, trust_env=False) as client:
-                return client.request(
-                    method,
-                    url,
-                    content=body.encode() or None,
-                    headers=headers,
-                )
-        except httpx.UnsupportedProtocol as exc:
-            raise PermanentConnectorError(f"{what}: {exc}") from exc
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            if _caused_by_certificate(exc):
-                raise PermanentConnectorError(
-                    f"{what}: the server's TLS certificate is not trusted: {exc}"
-                ) from exc
-            raise TransientConnectorError(f"cannot reach {self.server}: {exc!r}") from exc
-        except httpx.TransportError as exc:
-            raise TransientConnectorError(
-                f"{what}: the connection failed before an answer came ({exc!r}); repeating the "
-                "request is safe"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise PermanentConnectorError(f"{what}: {exc!r}") from exc
-
-    def _fail(self, response: httpx.Response, what: str) -> ConnectorError:
-        code = response.status_code
-        detail = f"{what}: {self.server} answered {code} {response.reason_phrase}"
-        if body := " ".join(response.text.split())[:200]:
-            detail += f": {body}"
-        if code in (408, 425, 429) or (code >= 500 and code not in (501, 505)):
-            return TransientConnectorError(detail)
-        if code == 401:
-            return PermanentConnectorError(f"{detail} (check the CalDAV user name and password)")
-        if code == 403:
-            return PermanentConnectorError(f"{detail} (this user may not use {self.url})")
-        if code in (404, 409):
-            return PermanentConnectorError(f"{detail} (no calendar collection at {self.url})")
-        if 300 <= code < 400:
-            moved = response.headers.get("Location", "elsewhere")
-            return PermanentConnectorError(f"{detail} (the calendar moved to {moved})")
-        return PermanentConnectorError(detail)
-
-    def _report(self, what: str, filters: str, *, expand: str = "") -> list[tuple[str, str]]:
-        """A calendar-query REPORT: ``(href, calendar-data)`` of each matching resource."""
-        body = (
-            f"{_REPORT_HEAD}<D:prop><D:getetag/><C:calendar-data>{expand}</C:calendar-data>"
-            '</D:prop>\n<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
-            f"{filters}</C:comp-filter></C:comp-filter></C:filter>\n</C:calendar-query>\n"
-        )
-        headers = {"Depth": "1", "Content-Type": "application/xml; charset=utf-8"}
-        response = self._request("REPORT", self.url, body=body, headers=headers)
-        if response.status_code != 207:
-            raise self._fail(response, what)
-        return self._multistatus(response.content, what)
-
-    def _multistatus(self, content: bytes, what: str) -> list[tuple[str, str]]:
-        try:  # expat >= 2.4 (Python 3.11) refuses entity-expansion bombs
-            root = ET.fromstring(content)
-        except ET.ParseError as exc:
-            raise PermanentConnectorError(f"{what}: the answer is not XML: {exc}") from exc
-        if root.tag != f"{_DAV}multistatus":
-            raise PermanentConnectorError(f"{what}: expected a DAV multistatus, got {root.tag}")
-        found: list[tuple[str, str]] = []
-        for response in root.iter(f"{_DAV}response"):
-            href = urljoin(self.url, (response.findtext(f"{_DAV}href") or "").strip())
-            status = response.findtext(f"{_DAV}status")
-            if status is not None and not _status_ok(status):
-                continue  # e.g. a resource deleted between matching and answering
-            data = [
-                element.text or ""
-                for propstat in response.iter(f"{_DAV}propstat")
-                if _status_ok(propstat.findtext(f"{_DAV}status") or "")
-                for element in propstat.iter(f"{_CALDAV}calendar-data")
-            ]
-            if not data:
-                raise PermanentConnectorError(
-                    f"{what}: the server sent no calendar data for {href}"
-                )
-            found.append((href, data[0]))
-        return found
-
-    def _events(self, href: str, data: str, what: str) -> list[CalendarEvent]:
-        try:
-            return parse_ics(data)
-        except InvalidParamsError as exc:
-            raise PermanentConnectorError(f"{what}: cannot read {href}: {exc}") from exc
-
-    def _resources_with(self, uid: str) -> list[tuple[str, list[CalendarEvent]]]:
-        """Resources holding an event with ``uid`` (found by UID, whatever their name)."""
-        what = f"search for UID {uid!r}"
-        match = (
-            f'<C:prop-filter name="UID"><C:text-match>{escape(uid)}</C:text-match></C:prop-filter>'
-        )
-        found = []
-        for href, data in self._report(what, match):
-            events = [event for event in self._events(href, data, what) if event.uid == uid]
-            if events:
-                found.append((href, events))
-        return found
-
-    # CalendarBackend ------------------------------------------------------------------------
-
-    def create(self, event: CalendarEvent) -> bool:
-        href = self._href(event.uid)
-        headers = {"If-None-Match": "*", "Content-Type": "text/calendar; charset=utf-8"}
-        response = self._request("PUT", href, body=to_ics([event]), headers=headers)
-        if response.status_code in (200, 201, 204):
-            return True
-        if response.status_code == 412:
-            return False  # the resource exists: an earlier attempt with this key created it
-        raise self._fail(response, f"PUT {href}")
-
-    def delete(self, uid: str) -> bool:
-        if self._delete(self._href(uid)):
-            return True
-        # Not where we put events: another client may have stored it under another name.
-        return any([self._delete(href) for href, _ in self._resources_with(uid)])
-
-    def _delete(self, href: str) -> bool:
-        response = self._request("DELETE", href)
-        if response.status_code == 404:
-            return False
-        if not response.is_success:
-            raise self._fail(response, f"DELETE {href}")
-        return True
-
-    def get(self, uid: str) -> CalendarEvent | None:
-        href = self._href(uid)
-        response = self._request("GET", href, headers={"Accept": "text/calendar"})
-        if response.status_code == 200:
-            events = [e for e in self._events(href, response.text, f"GET {href}") if e.uid == uid]
-        elif response.status_code == 404:
-            events = [event for _, found in self._resources_with(uid) for event in found]
-        else:
-            raise self._fail(response, f"GET {href}")
-        return min(events, key=_order) if events else None
-
-    def events_between(self, start: datetime, end: datetime) -> list[CalendarEvent]:
-        what = f"list events in {self.url}"
-        span = f'start="{_utc_stamp(start)}" end="{_utc_stamp(end)}"'
-        # The server expands recurring events into the instances in the range (RFC 4791 9.6.5).
-        found = self._report(what, f"<C:time-range {span}/>", expand=f"<C:expand {span}/>")
-        events = [event for href, data in found for event in self._events(href, data, what)]
-        return [event for event in events if event.overlaps(start, end)]
-
-
-class IcsFileBackend(CalendarBackend):
-    """One iCalendar file holding every event, e.g. ``<data dir>/calendar.ics``, which the
-    operator can import into any calendar app.
-
-    Every change rewrites the whole file atomically (temporary file, fsync, ``os.replace``)
-    while holding an exclusive ``flock`` on ``<file>.lock``, so concurrent workers on this
-    machine do not lose each other's events and a reader never sees half a file. Readers take
-    no lock. The file is opcore's own: properties other than those of
-    :class:`CalendarEvent` (alarms, recurrence rules) are not kept when it is rewritten.
-    """
-
-    kind: ClassVar[str] = "file"
-
-    def __init__(self, path: Path, *, prodid: str = DEFAULT_PRODID) -> None:
-        self.path = path
-        self.prodid = prodid
-        self._lock_path = path.with_name(path.name + ".lock")
-
-    def where(self, uid: str) -> dict[str, str]:
-        return {"path": str(self.path)}
-
-    def _error(self, exc: OSError) -> ConnectorError:
-        fatal = isinstance(
-            exc, PermissionError | FileExistsError | IsADirectoryError | NotADirectoryError
-        )
-        kind = PermanentConnectorError if fatal else TransientConnectorError
-        return kind(f"calendar file: cannot use {self.path}: {exc}")
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = self._lock_path.open("a")
-        except OSError as exc:
-            raise self._error(exc) from exc
-        with lock:
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            except OSError as exc:
-                raise self._error(exc) from exc
-            yield  # closing the file releases the lock
-
-    def _read(self) -> list[CalendarEvent]:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        except UnicodeDecodeError as exc:
-            raise PermanentConnectorError(f"calendar file {self.path} is not UTF-8: {exc}") from exc
-        except OSError as exc:
-            raise self._error(exc) from exc
-        try:
-            return parse_ics(text)
-        except InvalidParamsError as exc:
-            raise PermanentConnectorError(
-                f"calendar file {self.path} is not valid iCalendar (left untouched): {exc}"
-            ) from exc
-
-    def _write(self, events: Sequence[CalendarEvent]) -> None:
-        text = to_ics(sorted(events, key=_order), prodid=self.prodid)
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".", suffix=".ics.tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(text.encode("utf-8"))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            finally:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp)  # only still there when writing or renaming failed
-        except OSError as exc:
-            raise self._error(exc) from exc
-
-    def create(self, event: CalendarEvent) -> bool:
-        with self._locked():
-            events = self._read()
-            if any(existing.uid == event.uid for existing in events):
-                return False
-            self._write([*events, event])
-            return True
-
-    def delete(self, uid: str) -> bool:
-        with self._locked():
-            events = self._read()
-            remaining = [event for event in events if event.uid != uid]
-            if len(remaining) == len(events):
-                return False
-            self._write(remaining)
-            return True
-
-    def get(self, uid: str) -> CalendarEvent | None:
-        return next((event for event in self._read() if event.uid == uid), None)
-
-    def events_between(self, start: datetime, end: datetime) -> list[CalendarEvent]:
-        return [event for event in self._read() if event.overlaps(start, end)]
-
-
 # --- the connector ------------------------------------------------------------------------
-
-
-def _order(event: CalendarEvent) -> tuple[datetime, datetime, str]:
-    return (event.start, event.end, event.uid)
 
 
 def _when(event: CalendarEvent) -> str:

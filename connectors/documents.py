@@ -18,64 +18,75 @@ folder: names are validated, and every path is resolved (symlinks too) and check
 An invoice's identity is its content: publishing the same invoice again (any key) does
 nothing and returns the first result; publishing other content under a number already used
 is refused for good (numbers are never reused, a voided one included).
+
+The folder and its Atom feed are in :mod:`connectors.documents_folder`, the action
+parameters in :mod:`connectors.documents_params`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
-import os
 import re
-import tempfile
-import threading
-import time
-import unicodedata
-import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, ClassVar, Self
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from connectors.base import ActionResult, ActionSpec, Connector
-from connectors.errors import (
-    ConnectorError,
-    InvalidParamsError,
-    PermanentConnectorError,
-    TransientConnectorError,
+from connectors.documents_folder import (
+    ATOM,
+    FEED_LIMIT,
+    Folder,
+    _atom_time,
+    _q,
+    feed_entries,
+    new_feed,
+    read_feed,
+    slugify,
+    write_feed,
 )
+from connectors.documents_params import (
+    AppendChangelog,
+    PublishInvoice,
+    PublishPost,
+    RemoveChangelogEntry,
+    UnpublishPost,
+    VoidInvoice,
+    _one_line,
+    _xml_text,
+)
+from connectors.errors import InvalidParamsError, PermanentConnectorError
 from connectors.invoice import (
-    CurrencyCode,
     Invoice,
-    InvoiceLine,
-    InvoiceNumber,
     Party,
-    TaxRate,
-    Text,
-    check_dates,
     format_money,
     invoice_from_html,
     render_html,
     render_pdf,
 )
 
-ATOM = "http://www.w3.org/2005/Atom"
-FEED_LIMIT = 50
-CHANGELOG_HEADER = "# Changelog\n\n"
-_MARKER = re.compile(r"<!--\s*/?\s*opcore:", re.IGNORECASE)
-_ENTRY_ID = re.compile(r"urn:opcore:(?P<hash>[0-9a-f]{32})")
-_THREAD_LOCKS: dict[Path, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
+__all__ = [
+    "ATOM",
+    "CHANGELOG_HEADER",
+    "FEED_LIMIT",
+    "AppendChangelog",
+    "DocumentsConnector",
+    "Folder",
+    "PublishInvoice",
+    "PublishPost",
+    "RemoveChangelogEntry",
+    "UnpublishPost",
+    "VoidInvoice",
+    "key_hash",
+    "slugify",
+]
 
-ET.register_namespace("", ATOM)
+CHANGELOG_HEADER = "# Changelog\n\n"
 
 
 def key_hash(idempotency_key: str) -> str:
@@ -83,264 +94,11 @@ def key_hash(idempotency_key: str) -> str:
     return hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
 
 
-def _no_markers(value: str) -> str:
-    if _MARKER.search(value):
-        raise ValueError("may not contain opcore's own '<!-- opcore:' markers")
-    return value
-
-
-def _xml_text(value: str) -> str:
-    if any(c not in "\t\n\r" and unicodedata.category(c) in ("Cc", "Cs") for c in value):
-        raise ValueError("may not contain control characters")
-    if "\ufffe" in value or "\uffff" in value:
-        raise ValueError("may not contain non-characters")
-    return value
-
-
-def _one_line(value: str) -> str:
-    if "\n" in value or "\t" in value:
-        raise ValueError("must be one line")
-    return value
-
-
-def _check_link(value: str) -> str:
-    parts = urlsplit(value)
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or any(c.isspace() for c in value)
-    ):
-        raise ValueError("a link is an absolute http:// or https:// URL without spaces")
-    return value
-
-
-# --- params -----------------------------------------------------------------------------
-
-
-class PublishInvoice(BaseModel):
-    """Parameters of ``publish_invoice``: an :class:`Invoice`, whose seller may come from
-    the connector's configuration instead."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    number: InvoiceNumber
-    issue_date: date
-    due_date: date
-    seller: Party | None = None
-    client: Party
-    lines: Annotated[list[InvoiceLine], Field(min_length=1, max_length=100)]
-    currency: CurrencyCode
-    tax_rate: TaxRate = Decimal(0)
-    notes: Annotated[Text, Field(max_length=2000)] = ""
-
-    @model_validator(mode="after")
-    def _due_after_issue(self) -> Self:
-        check_dates(self.issue_date, self.due_date)
-        return self
-
-
-class VoidInvoice(BaseModel):
-    """Parameters of ``void_invoice``. As the compensation of ``publish_invoice`` it gets
-    that action's params and result too: only ``number`` (and ``reason``) are read."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    number: InvoiceNumber
-    reason: Annotated[Text, Field(max_length=300)] = ""
-
-
-class AppendChangelog(BaseModel):
-    """Parameters of ``append_changelog``: one release's section."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$")]
-    date: date
-    body: Annotated[
-        str,
-        Field(min_length=1, max_length=20_000),
-        AfterValidator(_xml_text),
-        AfterValidator(_no_markers),
-    ]
-
-
-class RemoveChangelogEntry(BaseModel):
-    """Parameters of ``remove_changelog_entry``: the ``entry`` an append reported (as the
-    compensation it also gets the append's params, which are ignored)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    entry: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
-
-
-class PublishPost(BaseModel):
-    """Parameters of ``publish_post``: a feed entry and its Markdown page."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    title: Annotated[
-        str,
-        Field(min_length=1, max_length=200),
-        AfterValidator(_xml_text),
-        AfterValidator(_one_line),
-    ]
-    body: Annotated[str, Field(min_length=1, max_length=50_000), AfterValidator(_xml_text)]
-    link: Annotated[str, Field(max_length=2000), AfterValidator(_check_link)] | None = None
-    summary: Annotated[str, Field(max_length=500), AfterValidator(_xml_text)] | None = None
-
-
-class UnpublishPost(BaseModel):
-    """Parameters of ``unpublish_post``: the entry ``id`` a publish reported."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    id: Annotated[str, Field(pattern=_ENTRY_ID.pattern)]
-
-
-# --- the folder -------------------------------------------------------------------------
-
-
-def _fs_error(exc: OSError, path: Path) -> ConnectorError:
-    fatal = isinstance(
-        exc, PermissionError | FileExistsError | IsADirectoryError | NotADirectoryError
-    ) or exc.errno in (errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP)
-    kind = PermanentConnectorError if fatal else TransientConnectorError
-    return kind(f"documents: cannot use {path}: {exc}")
-
-
-class Folder:
-    """Safe, atomic file operations confined to one directory."""
-
-    def __init__(self, root: Path, *, lock_timeout: float) -> None:
-        self.root = root
-        self.lock_timeout = lock_timeout
-
-    def path(self, relative: str) -> Path:
-        """``relative`` inside the folder, symlinks resolved; refused when it leads outside."""
-        root = self.root.resolve()
-        target = (root / relative).resolve()
-        if not target.is_relative_to(root) or target == root:
-            raise PermanentConnectorError(
-                f"documents: {relative!r} leads outside the documents folder {root}"
-            )
-        return target
-
-    def read(self, relative: str) -> bytes | None:
-        path = self.path(relative)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise _fs_error(exc, path) from exc
-
-    def read_text(self, relative: str) -> str | None:
-        data = self.read(relative)
-        if data is None:
-            return None
-        try:
-            return data.decode()
-        except UnicodeDecodeError as exc:
-            raise PermanentConnectorError(f"documents: {relative} is not UTF-8 text") from exc
-
-    def exists(self, relative: str) -> bool:
-        return self.path(relative).is_file()
-
-    def write(self, relative: str, data: bytes) -> None:
-        """Replace ``relative`` with ``data`` atomically (temporary file, fsync, rename)."""
-        path = self.path(relative)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.path(relative)  # the parent just made may be a symlink made meanwhile
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp)  # only still there when writing or renaming failed
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            raise _fs_error(exc, path) from exc
-
-    def remove(self, relative: str) -> None:
-        path = self.path(relative)
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise _fs_error(exc, path) from exc
-
-    def glob(self, folder: str, pattern: str) -> list[str]:
-        """Names of the files in ``folder`` matching ``pattern``, as paths relative to the root."""
-        base = self.path(folder)
-        try:
-            return sorted(f"{folder}/{p.name}" for p in base.glob(pattern) if p.is_file())
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise _fs_error(exc, base) from exc
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the folder's lock: one writer at a time, across threads and processes."""
-        root = self.root.resolve()
-        with _THREAD_LOCKS_GUARD:
-            lock = _THREAD_LOCKS.setdefault(root, threading.Lock())
-        if not lock.acquire(timeout=self.lock_timeout):
-            raise TransientConnectorError(f"documents: {root} is busy (another writer)")
-        try:
-            lock_path = root / ".opcore.lock"
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:
-                raise _fs_error(exc, lock_path) from exc
-            try:
-                deadline = time.monotonic() + self.lock_timeout
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise TransientConnectorError(
-                                f"documents: {root} is locked by another process"
-                            ) from None
-                        time.sleep(0.01)
-                yield
-            finally:
-                os.close(fd)  # closing releases the flock
-        finally:
-            lock.release()
-
-
 # --- the connector ----------------------------------------------------------------------
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _atom_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _q(tag: str) -> str:
-    return f"{{{ATOM}}}{tag}"
-
-
-def slugify(title: str) -> str:
-    """``Hello, Wörld!`` -> ``hello-world``: ASCII letters and digits joined by ``-``."""
-    ascii_ = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_.lower()).strip("-")[:60].rstrip("-")
-    return slug or "post"
 
 
 class DocumentsConnector(Connector):
@@ -673,50 +431,13 @@ class DocumentsConnector(Connector):
             raise PermanentConnectorError(f"documents: {path} belongs to another post ({found})")
         return self._post_result(params, entry, path)
 
-    def _read_feed(self) -> ET.Element | None:
-        data = self.folder.read("feed.xml")
-        if data is None:
-            return None
-        try:
-            root = ET.fromstring(data)
-        except ET.ParseError as exc:
-            raise PermanentConnectorError(
-                f"documents: feed.xml is not well-formed XML: {exc}"
-            ) from exc
-        if root.tag != _q("feed"):
-            raise PermanentConnectorError(f"documents: feed.xml is not an Atom feed ({root.tag})")
-        return root
-
-    def _new_feed(self) -> ET.Element:
-        root = ET.Element(_q("feed"))
-        ET.SubElement(root, _q("id")).text = f"urn:uuid:{uuid.uuid4()}"
-        ET.SubElement(root, _q("title"))
-        ET.SubElement(root, _q("updated"))
-        author = ET.SubElement(root, _q("author"))
-        ET.SubElement(author, _q("name")).text = self.seller.name if self.seller else "opcore"
-        ET.SubElement(root, _q("generator")).text = "opcore"
-        return root
-
-    def _write_feed(self, root: ET.Element, now: datetime) -> None:
-        for tag, value in (("title", self.feed_title), ("updated", _atom_time(now))):
-            element = root.find(_q(tag))
-            if element is None:
-                element = ET.SubElement(root, _q(tag))
-            element.text = value
-        ET.indent(root)
-        self.folder.write("feed.xml", ET.tostring(root, encoding="utf-8", xml_declaration=True))
-
-    @staticmethod
-    def _entries(root: ET.Element, entry_id: str) -> list[ET.Element]:
-        return [e for e in root.findall(_q("entry")) if e.findtext(_q("id")) == entry_id]
-
     def _publish_post(self, params: PublishPost, entry: str) -> ActionResult:
         entry_id, now = f"urn:opcore:{entry}", self.clock()
         path = self._post_path(params.title, entry)
-        root = self._read_feed()
+        root = read_feed(self.folder)
         if root is None:
-            root = self._new_feed()
-        if not self._entries(root, entry_id):  # a crash may have left the entry without page
+            root = new_feed(self.seller.name if self.seller else "opcore")
+        if not feed_entries(root, entry_id):  # a crash may have left the entry without page
             item = ET.Element(_q("entry"))
             ET.SubElement(item, _q("id")).text = entry_id
             ET.SubElement(item, _q("title")).text = params.title
@@ -732,7 +453,7 @@ class DocumentsConnector(Connector):
             root.insert(first, item)
             for old in root.findall(_q("entry"))[FEED_LIMIT:]:
                 root.remove(old)
-            self._write_feed(root, now)
+            write_feed(self.folder, root, title=self.feed_title, now=now)
         front = [f"id: {entry_id}", f"title: {json.dumps(params.title, ensure_ascii=False)}"]
         front.append(f"published: {_atom_time(now)}")
         if params.link:
@@ -750,8 +471,8 @@ class DocumentsConnector(Connector):
         return [p for p in pages if self._post_id(p) == entry_id]
 
     def _find_unpublished(self, entry_id: str) -> ActionResult | None:
-        root = self._read_feed()
-        in_feed = root is not None and bool(self._entries(root, entry_id))
+        root = read_feed(self.folder)
+        in_feed = root is not None and bool(feed_entries(root, entry_id))
         if in_feed or self._post_pages(entry_id):
             return None
         return self._unpublished_result(entry_id)
@@ -764,11 +485,11 @@ class DocumentsConnector(Connector):
         )
 
     def _unpublish_post(self, entry_id: str) -> ActionResult:
-        root = self._read_feed()
-        if root is not None and (found := self._entries(root, entry_id)):
+        root = read_feed(self.folder)
+        if root is not None and (found := feed_entries(root, entry_id)):
             for item in found:
                 root.remove(item)
-            self._write_feed(root, self.clock())
+            write_feed(self.folder, root, title=self.feed_title, now=self.clock())
         for page in self._post_pages(entry_id):
             self.folder.remove(page)
         return self._unpublished_result(entry_id)
