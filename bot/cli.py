@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from agents import pairing
-from bot import cli_contacts, cli_init, cli_memory, render
+from bot import cli_contacts, cli_init, cli_memory, render, trace_story
 from bot.errors import BotError
 from bot.serve import CHANNELS, configured_channels, serve
 from config import ConfigError, Settings, load_settings
@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     approvals.add_argument("--json", action="store_true")
     approvals.set_defaults(func=cmd_approvals)
 
-    trace = sub.add_parser("trace", help="print what happened in a job")
-    trace.add_argument("job")
+    trace = sub.add_parser("trace", help="print what happened in a job (or an action's job)")
+    trace.add_argument("job", help="a job or action id, or a unique prefix")
     trace.add_argument("--json", action="store_true")
     trace.set_defaults(func=cmd_trace)
     cli_memory.add_commands(sub)
@@ -297,28 +297,12 @@ def cmd_approvals(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings.resolved_database_url)
     try:
-        job = queries.find_job(args.job)
-        events = store.log.read_correlated(job.job_id)
+        job, _ = trace_story.resolve(args.job)
+        trace = trace_story.build(job, store.log.read_correlated(job.job_id))
         if args.json:
-            print(
-                _dump(
-                    {
-                        "job": asdict(job),
-                        "events": [
-                            {
-                                "position": e.position,
-                                "type": e.type,
-                                "recorded_at": e.recorded_at,
-                                "actor": e.metadata.actor,
-                                "data": e.data.model_dump(mode="json"),
-                            }
-                            for e in events
-                        ],
-                    }
-                )
-            )
+            print(_dump(trace_story.as_json(trace)))
         else:
-            print(render.trace(job, events))
+            print(trace_story.tree(trace, render.describe))
     except NotFoundError as exc:
         print(f"opcore: {exc}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ from agents.proposal import parse_proposal
 from agents.questions import Answer
 from agents.release_notes import parse_release
 from agents.triage import parse_triage
-from bot import render
+from bot import render, trace_story
 from bot.buttons import BundleChoice, EditChoice, QuestionChoice, bundle_button, parse_button
 from bot.commands import COMMANDS, ParsedCommand, help_text, parse_command
 from bot.digest_commands import DigestCommands
@@ -309,10 +309,11 @@ class Dispatcher:
 
     def _trace(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         try:
-            job = queries.find_job(cmd.args.split()[0])
+            job, action_id = trace_story.resolve(cmd.args)
         except NotFoundError as exc:
             return [Reply(f"{exc}. Usage: {COMMANDS['trace'].usage}")]
-        return [Reply(render.trace(job, self._log.read_correlated(job.job_id)))]
+        trace = trace_story.build(job, self._log.read_correlated(job.job_id))
+        return [Reply(trace_story.story(trace, focus=action_id))]
 
     def _status(self, msg: InboundMessage, cmd: ParsedCommand) -> list[Reply]:
         return [Reply(render.status(self._service.status()))]

@@ -245,27 +245,6 @@ def _recalled(d: ev.MemoryRecalled) -> str:
     return head + hits
 
 
-def trace(job: JobView, events: Sequence[ev.RecordedEvent]) -> str:
-    """The story of a job, step by step: offset from the request and time since the last step."""
-    if not events:
-        return f"No events for job {job.short_id}."
-    start = events[0].recorded_at
-    total = (events[-1].recorded_at - start).total_seconds()
-    lines = [
-        f"Trace of job {job.short_id} ({job.agent}): {job.status}, {total:.2f} s, {len(events)} events"
-    ]
-    previous = start
-    width = max(len(e.type) for e in events)
-    for event in events:
-        offset = (event.recorded_at - start).total_seconds()
-        step = (event.recorded_at - previous).total_seconds()
-        previous = event.recorded_at
-        lines.append(
-            f"+{offset:7.3f}s (+{step * 1000:5.0f} ms) {event.type.ljust(width)}  {describe(event)}"
-        )
-    return "\n".join(lines)
-
-
 def budget(lines: Sequence[tuple[str, str, float, float]]) -> str:
     """Spend against budgets: (scope, period, spent, limit) rows, with a small bar each."""
     out = ["Spend against budgets:"]

@@ -227,6 +227,19 @@ def last_error() -> JobView | None:
 # Actions and approvals -----------------------------------------------------------------
 
 
+def find_action(prefix: str) -> ActionView:
+    """An action by its full id or a unique prefix."""
+    prefix = prefix.strip().lower()
+    if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+        raise NotFoundError(f"{prefix!r} is not an action id")
+    rows = list(ActionRow.select().where(ActionRow.action_id.startswith(prefix)).limit(2))
+    if not rows:
+        raise NotFoundError(f"no action {prefix!r}")
+    if len(rows) > 1:
+        raise AmbiguousIdError(f"{prefix!r} matches several actions; give more characters")
+    return get_action(rows[0].action_id)
+
+
 def get_action(action_id: str) -> ActionView:
     row = ActionRow.get_or_none(ActionRow.action_id == action_id)
     if row is None:

@@ -122,12 +122,12 @@ def test_status_trace_and_approvals_answer(dispatcher: Dispatcher) -> None:
     [status] = dispatcher.handle_message(msg("/status"))
     assert "awaiting approval" in status.text and "Last error: none" in status.text
     [trace] = dispatcher.handle_message(msg(f"/trace {job.short_id}"))
-    assert "JobRequested" in trace.text and "ApprovalRequested" in trace.text
+    assert "Asked: /lead" in trace.text and "waiting for you" in trace.text
     header, proposal = dispatcher.handle_message(msg("/approvals"))
     assert header.text == "1 waiting for you:"
     assert [b.label for b in proposal.buttons] == ["Approve and send", "Edit", "Reject"]
     [missing] = dispatcher.handle_message(msg("/trace ffffff"))
-    assert "no job" in missing.text
+    assert "no job or action" in missing.text
 
 
 def test_the_same_dramatiq_message_delivered_three_times_sends_one_email(

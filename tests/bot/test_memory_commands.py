@@ -130,7 +130,7 @@ def test_a_proposal_recalls_past_work_and_the_sent_proposal_becomes_memory(
     ]
     assert len(recalled) == 1 and "Initech" in recalled[0].hits[0]["preview"]
     trace = say(dispatcher, f"/trace {approval.job_id}")
-    assert "MemoryRecalled" in trace and "1 memory" in trace
+    assert "Recalled 1 memory" in trace and "Initech" in trace
     dispatcher.handle_button(press(f"ap:{approval.token}:y"))
     wait_for(lambda: len(list(runtime.settings.outbox_dir.glob("*.eml"))) == 1)
     wait_for(lambda: queries.get_action(approval.action_id).status == "executed")
