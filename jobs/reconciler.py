@@ -5,14 +5,20 @@ moved for longer than its lease, is sent to the broker again: the broker may hav
 message (Redis flushed, in-process broker gone with its process), or the worker holding it
 died. Sending twice is harmless: the handlers are idempotent, and the log records each
 requeue so the trace explains it.
+
+The same pass runs the periodic hooks: reading the inbox (at most every ``inbox_every``, and
+before the flows advance, so a reply moves its flow in the same pass), storing sent work as
+memory, advancing flows, purging forgotten memories, the daily digest. The :class:`Scheduler`
+wakes often enough for the inbox when it is read more often than the reconciler runs.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from agents import approvals
@@ -49,9 +55,45 @@ class Reconciler:
     advance_flows: Callable[..., int] | None = None
     # Sends the daily digest when it is due (once per local day).
     daily_digest: Callable[..., bool] | None = None
+    # Reads new mail into the log (returns how many emails it recorded), at most every
+    # ``inbox_every``; called with ``now=``.
+    poll_inbox: Callable[..., int] | None = None
+    inbox_every: timedelta = timedelta(0)
+    _inbox_polled_at: datetime | None = field(default=None, init=False, repr=False, compare=False)
 
     def with_leases(self, lease: timedelta) -> Reconciler:
         return replace(self, queue_lease=lease, run_lease=lease)
+
+    def poll_inbox_if_due(self, *, now: datetime) -> int:
+        """Read the inbox if ``inbox_every`` has passed since the last read (or the clock went
+        back); returns how many emails were recorded."""
+        if self.poll_inbox is None:
+            return 0
+        last = self._inbox_polled_at
+        if last is not None and timedelta(0) <= now - last < self.inbox_every:
+            return 0
+        self._inbox_polled_at = now
+        return self.poll_inbox(now=now)
+
+    def inbox_due_in(self, *, now: datetime) -> float | None:
+        """Seconds until the inbox is due (0: now); None when it is not read on a timer of its
+        own (no inbox, or read at every pass)."""
+        if self.poll_inbox is None or self.inbox_every <= timedelta(0):
+            return None
+        last = self._inbox_polled_at
+        if last is None:
+            return 0.0
+        left = (last + self.inbox_every - now).total_seconds()
+        return min(max(left, 0.0), self.inbox_every.total_seconds())  # the clock may go back
+
+    def check_inbox(self, *, now: datetime | None = None) -> int:
+        """Between two reconciles: read the inbox if it is due, and when mail came, move the
+        flows on at once (a reply may be what a flow waits for)."""
+        moment = now or utcnow()
+        recorded = self.poll_inbox_if_due(now=moment)
+        if recorded and self.advance_flows is not None:
+            self.advance_flows(now=moment)
+        return recorded
 
     def run_once(self, *, now: datetime | None = None) -> ReconcileReport:
         moment = now or utcnow()
@@ -93,6 +135,7 @@ class Reconciler:
             )
         if self.capture_sent is not None:
             self.capture_sent()
+        self.poll_inbox_if_due(now=moment)  # before the flows: a reply moves its flow now
         if self.advance_flows is not None:
             self.advance_flows(now=moment)
         if self.purge_forgotten is not None:
@@ -108,7 +151,10 @@ class Reconciler:
 
 class Scheduler:
     """Every ``interval`` seconds on a daemon thread: reconcile, and snapshot the read models
-    when ``snapshot_every`` events have been appended since the last snapshot."""
+    when ``snapshot_every`` events have been appended since the last snapshot. When the
+    reconciler reads an inbox, the thread also wakes when the inbox is due between two
+    reconciles (:meth:`Reconciler.check_inbox`), so mail is read every ``inbox_every`` whatever
+    the interval."""
 
     def __init__(self, reconciler: Reconciler, *, interval: float, snapshot_every: int) -> None:
         self._reconciler = reconciler
@@ -122,15 +168,31 @@ class Scheduler:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        next_reconcile = time.monotonic() + self._interval
+        while True:
+            wait = next_reconcile - time.monotonic()
+            inbox = self._reconciler.inbox_due_in(now=utcnow())
+            if inbox is not None:
+                wait = min(wait, inbox)
+            if self._stop.wait(max(wait, 0.0)):
+                return
             try:
-                self._reconciler.run_once()
-                log = self._reconciler.log
-                if snapshots.due(head=log.head(), every=self._snapshot_every):
-                    position = snapshots.take(log.db)
-                    logger.info("snapshot of the read models at position %d", position)
+                if time.monotonic() < next_reconcile:
+                    self._reconciler.check_inbox()
+                    continue
+                try:
+                    self._reconcile()
+                finally:  # the next one is an interval after this one ended, as before
+                    next_reconcile = time.monotonic() + self._interval
             except Exception:  # a dead scheduler loses the safety net: log, and try again
                 logger.exception("reconciler failed; trying again in %.0f s", self._interval)
+
+    def _reconcile(self) -> None:
+        self._reconciler.run_once()
+        log = self._reconciler.log
+        if snapshots.due(head=log.head(), every=self._snapshot_every):
+            position = snapshots.take(log.db)
+            logger.info("snapshot of the read models at position %d", position)
 
     def stop(self) -> None:
         self._stop.set()

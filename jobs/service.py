@@ -20,6 +20,7 @@ from agents.approvals import DecisionResult, Outcome, decide
 from agents.questions import AnswerResult
 from jobs.broker import queue_depth
 from jobs.digest import DigestService, upcoming_from
+from jobs.inbox_poll import InboxPoller
 from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime, advance_flows
 from store import events as ev
@@ -288,7 +289,10 @@ class JobService:
         return self._rt.effects.compensate(action_id, reason=f"/undo by {by}", by=by)
 
     def reconciler(self) -> Reconciler:
+        """The reconciler with every periodic hook; it reads the inbox when ``imap_url`` or
+        ``maildir`` is set (raises :class:`~jobs.errors.InboxSetupError` if they cannot work)."""
         settings = self._rt.settings
+        inbox = InboxPoller.from_settings(settings, log=self._rt.store.log)
         return Reconciler(
             log=self._rt.store.log,
             send_job=self.send_job,
@@ -304,6 +308,8 @@ class JobService:
             advance_flows=lambda now: advance_flows(
                 self._rt.conductor, self._rt.reactions, now=now
             ),
+            poll_inbox=inbox,
+            inbox_every=timedelta(seconds=settings.inbox_poll_seconds),
         )
 
     def digests(self) -> DigestService:
