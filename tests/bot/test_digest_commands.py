@@ -14,6 +14,7 @@ from store import Store
 from store import events as ev
 from store.log import utcnow
 from tests.bot.test_digest_notify import ask_from, decide, waiting
+from tests.jobs.test_digest import fail_flow
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -73,3 +74,17 @@ def test_buttons_skip_decided_approvals(store: Store) -> None:
     waiting(store, "j1", "a2", "tok2")
     decide(store, "a1", "tok1")
     assert [b.label for b in digest_buttons(["tok1", "tok2"])] == ["Approve 2", "Reject 2"]
+
+
+def test_a_failed_flows_alert_shows_once_and_the_buttons_stay_on_the_approvals(
+    store: Store,
+) -> None:
+    ask_from(store, "j1", channel="telegram", chat_id="42", by="telegram:42")
+    waiting(store, "j1", "a1", "tok1")
+    ask_from(store, "j9", channel="telegram", chat_id="42", by="telegram:42")
+    fail_flow(store, "f9abcdef", "alert9", "j9")
+    [reply] = ask(store)
+    assert reply.text.count("no price to invoice") == 1
+    assert "Decisions waiting (1):" in reply.text
+    assert "retry / undo / leave? [j9]" in reply.text.split("Needs attention:")[1]
+    assert [b.data for b in reply.buttons] == ["ap:tok1:y", "ap:tok1:n"]

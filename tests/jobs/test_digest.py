@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -283,6 +284,25 @@ def append(store: Store, stream: str, *events: ev.EventData) -> None:
     store.log.append(stream, list(events), metadata=ev.Metadata(actor="test"))
 
 
+def payment(
+    external_id: str,
+    status: Literal["succeeded", "failed", "refunded"],
+    amount: str,
+    invoice_number: str | None,
+    *,
+    contact_id: str | None = None,
+) -> ev.PaymentRecorded:
+    return ev.PaymentRecorded(
+        source="stripe",
+        external_id=external_id,
+        status=status,
+        amount=amount,
+        currency="EUR",
+        invoice_number=invoice_number,
+        contact_id=contact_id,
+    )
+
+
 def seed(store: Store, today: date) -> None:
     """One of everything the digest reports."""
     create_contact(store, contact_id="c1", email="jane@acme.example", name="Jane Doe")
@@ -370,6 +390,13 @@ def seed(store: Store, today: date) -> None:
             contact_id="c1",
         ),
     )
+    # A failed card on the overdue invoice, and a failed attempt at the invoice paid since
+    # (nothing left to do: not reported).
+    for external_id, amount, number in (
+        ("pi_0", "800.00", "INV-2025-0002"),
+        ("pi_2", "1200.00", "INV-2025-0001"),
+    ):
+        append(store, "payments", payment(external_id, "failed", amount, number, contact_id="c1"))
     # A flow that failed, one still running.
     append(
         store,
@@ -429,6 +456,7 @@ def test_compose_reports_every_section_in_order(store: Store) -> None:
         "- Paid: 800.00 EUR · INV-2025-0002 · Jane Doe",
         "- Job j3 (lead) failed: PermanentError: model refused",
         "- Failed: Invoice email to Jane: PermanentConnectorError: mailbox full [j7]",
+        "- Payment failed: Jane Doe · 1,200.00 EUR · INV-2025-0001",
         "- Flow lead_to_invoice f1abcd failed at send_invoice: SMTP refused the address",
         "- Outcome unknown: Calendar invite to Bob [j5]",
         "- workspace: today $1.25 of $5.00 · month $42.50 of $50.00 ⚠",
@@ -440,6 +468,7 @@ def test_compose_reports_every_section_in_order(store: Store) -> None:
     assert "agent:lead" not in text  # nothing spent by it
     assert "Job j7" not in text
     assert "INV-2025-0002 · Jane" not in text.split("Overdue invoices:")[1]  # paid
+    assert "Payment failed: Jane Doe · 800.00 EUR" not in text  # its invoice is paid now
     assert digest.counts == {
         "approvals": 1,
         "questions": 1,
@@ -449,11 +478,116 @@ def test_compose_reports_every_section_in_order(store: Store) -> None:
         "failed_jobs": 1,
         "failed_actions": 1,
         "failed_flows": 1,
+        "failed_payments": 1,
+        "refunds": 0,
         "unknown_outcomes": 1,
         "upcoming": 1,
         "overdue_invoices": 1,
         "flows": 2,
     }
+
+
+def invoice(store: Store, number: str, total: str, *, contact_id: str | None = "c1") -> None:
+    today = utcnow().date()
+    append(
+        store,
+        ev.INVOICES_STREAM,
+        ev.InvoiceDrafted(
+            invoice_id=number,
+            number=number,
+            contact_id=contact_id,
+            currency="EUR",
+            total=total,
+            issue_date=today.isoformat(),
+            due_date=(today + timedelta(days=14)).isoformat(),
+        ),
+    )
+
+
+def test_failed_and_refunded_payments_since_the_last_digest_need_attention(
+    store: Store,
+) -> None:
+    create_contact(store, contact_id="c1", email="jane@acme.example", name="Jane Doe")
+    invoice(store, "INV-2025-0007", "2400.00")
+    invoice(store, "INV-2025-0008", "300.00")
+    append(store, "payments", payment("pi_old", "failed", "99.00", None, contact_id="c1"))
+    since = utcnow()
+    append(
+        store,
+        "payments",
+        payment("pi_7", "failed", "2400.00", "INV-2025-0007", contact_id="c1"),
+        payment("pi_8", "succeeded", "300.00", "INV-2025-0008", contact_id="c1"),
+        payment("pi_8", "refunded", "300.00", "INV-2025-0008"),  # the invoice names the client
+        payment("ch_9", "failed", "50.00", None),  # no invoice, no client
+    )
+
+    digest = compose(now=utcnow(), since=since, zone=BERLIN, upcoming=None, budget_lines=[])
+
+    attention = digest.text.split("Needs attention:\n")[1].splitlines()
+    assert attention[:3] == [
+        "- Payment failed: Jane Doe · 2,400.00 EUR · INV-2025-0007",
+        "- Refunded: Jane Doe · 300.00 EUR · INV-2025-0008",
+        "- Payment failed: no client · 50.00 EUR",
+    ]
+    assert "99.00" not in digest.text  # before the last digest
+    assert (digest.counts["failed_payments"], digest.counts["refunds"]) == (2, 1)
+    assert "- Paid: 300.00 EUR · INV-2025-0008 · Jane Doe" in digest.text
+
+
+def fail_flow(store: Store, flow_id: str, token: str, job_id: str) -> None:
+    """A consultant flow that failed, with its alert asked as the conductor does."""
+    append(
+        store,
+        ev.flow_stream(flow_id),
+        ev.FlowStarted(flow_id=flow_id, template="consultant", trigger=f"job:{job_id}"),
+        ev.FlowFailed(
+            flow_id=flow_id,
+            step="invoice",
+            reason="no price to invoice",
+            job_id=job_id,
+            token=token,
+        ),
+    )
+    append(
+        store,
+        ev.job_stream(job_id),
+        ev.QuestionAsked(
+            token=token,
+            kind="flow_failed",
+            job_id=job_id,
+            text="The consultant flow stopped at “invoice”: no price to invoice. "
+            "Undo would roll back: Kick-off.",
+            choices=["retry", "undo", "leave"],
+        ),
+    )
+
+
+def test_a_failed_flows_alert_is_listed_once_under_needs_attention(store: Store) -> None:
+    since = utcnow() - timedelta(minutes=5)
+    request_job(store, "j1")
+    propose(store, "j1", "a1", "Reply to Jane", token="tok1")
+    request_job(store, "j9")
+    fail_flow(store, "f9abcdef", "alert9", "j9")
+    # An alert whose flow is not failed any more (moved on by hand) is still listed, once.
+    request_job(store, "j8")
+    fail_flow(store, "f8abcdef", "alert8", "j8")
+    append(store, ev.flow_stream("f8abcdef"), ev.FlowCompleted(flow_id="f8abcdef", outcome="done"))
+
+    digest = compose(now=utcnow(), since=since, zone=BERLIN, upcoming=None, budget_lines=[])
+    text = digest.text
+
+    decisions = text.split("Decisions waiting")[1].split("Needs attention:")[0]
+    assert "Decisions waiting (1):" in text and "consultant flow" not in decisions
+    assert (
+        "- Flow consultant f9abcd failed at invoice: no price to invoice · retry / undo / leave? [j9]"
+        in text.splitlines()
+    )
+    assert text.count("no price to invoice") == 2  # f9's line, and f8's alert: once each
+    [alert] = [line for line in text.splitlines() if line.startswith("- ? ")]
+    assert alert.startswith("- ? The consultant flow stopped at \u201cinvoice\u201d")
+    assert alert.endswith("[j8]")
+    assert digest.approval_tokens == ("tok1",)
+    assert (digest.counts["questions"], digest.counts["failed_flows"]) == (0, 1)
 
 
 def test_an_empty_log_is_all_quiet(store: Store) -> None:
