@@ -1,7 +1,8 @@
 """Button data: short opaque tokens, resolved in the store (never state in the button).
 
 ``ap:<token>:y|n|e``  approve / reject / edit (correct in plain words) a proposed action
-``q:<token>:d|r|x``   answer a question: it happened / retry / discard (b|s|p for budgets)
+``q:<token>:d|r|x``   answer a question: it happened / retry / discard (b|s|p for budgets,
+                      u|l for a failed flow's undo / leave, w|o|t for a reply: won / lost / wait)
 ``ab:<token>:y``      approve every pending approval of a bundle offered by /approvals
 """
 
@@ -15,7 +16,19 @@ from bot.messages import Button
 APPROVAL = "ap"
 QUESTION = "q"
 BUNDLE = "ab"
-_CHOICE_CODES = {"done": "d", "retry": "r", "discard": "x", "raise": "b", "skip": "s", "pause": "p"}
+_CHOICE_CODES = {
+    "done": "d",
+    "retry": "r",
+    "discard": "x",
+    "raise": "b",
+    "skip": "s",
+    "pause": "p",
+    "undo": "u",  # a failed flow: roll back its executed actions
+    "leave": "l",
+    "won": "w",  # a client's reply to a proposal
+    "lost": "o",
+    "wait": "t",
+}
 _CODE_CHOICES = {code: choice for choice, code in _CHOICE_CODES.items()}
 
 

@@ -488,37 +488,39 @@ class Conductor:
                     {"won_by": event.data.by, "evidence": event.data.evidence},
                     now=now,
                 )
+        ours = {a.action_id for a in self._flow_actions(state)}
         for event in since:
             data = event.data
-            if isinstance(data, ev.EmailReceived) and not data.auto_submitted:
-                token = flow_token(state.flow_id, step.name, data.message_id)
-                try:
-                    question = queries.get_question(token)
-                except NotFoundError:
-                    self._ask_about_reply(state, data, token)
-                    continue
-                if question.answer == "won":
-                    self.log.append(
-                        ev.contact_stream(state.contact_id),
-                        [
-                            ev.NewEvent(
-                                ev.ContactWon(
-                                    contact_id=state.contact_id,
-                                    by=question.answered_by or "operator",
-                                    evidence=f"email:{data.message_id}",
-                                ),
-                                idempotency_key=f"won:{state.flow_id}",
-                            )
-                        ],
-                        metadata=ev.Metadata(
-                            actor=question.answered_by or ACTOR, correlation_id=state.flow_id
-                        ),
-                    )
-                    return True
-                if question.answer == "lost":
-                    return self._stop(
-                        state, f"stopped: lost ({question.answered_by} read the reply)"
-                    )
+            if not isinstance(data, ev.EmailReceived) or data.auto_submitted:
+                continue
+            if data.answers_action is not None and data.answers_action not in ours:
+                continue  # it answers another email of ours (an older thread), not this flow's
+            token = flow_token(state.flow_id, step.name, data.message_id)
+            try:
+                question = queries.get_question(token)
+            except NotFoundError:
+                self._ask_about_reply(state, data, token)
+                continue
+            if question.answer == "won":
+                self.log.append(
+                    ev.contact_stream(state.contact_id),
+                    [
+                        ev.NewEvent(
+                            ev.ContactWon(
+                                contact_id=state.contact_id,
+                                by=question.answered_by or "operator",
+                                evidence=f"email:{data.message_id}",
+                            ),
+                            idempotency_key=f"won:{state.flow_id}",
+                        )
+                    ],
+                    metadata=ev.Metadata(
+                        actor=question.answered_by or ACTOR, correlation_id=state.flow_id
+                    ),
+                )
+                return True
+            if question.answer == "lost":
+                return self._stop(state, f"stopped: lost ({question.answered_by} read the reply)")
         if state.waiting_until is not None and now >= state.waiting_until:
             return self._timed_out(
                 state, template, step, f"no acceptance by {state.waiting_until:%Y-%m-%d}", now=now

@@ -33,3 +33,23 @@ def test_button_data_fits_in_telegrams_64_bytes() -> None:
 )
 def test_malformed_button_data_is_not_ours(data: str) -> None:
     assert parse_button(data) is None
+
+
+def test_every_question_kind_gets_buttons_that_round_trip() -> None:
+    """Every choice any question offers has a button code (a missing one would stop the
+    notifier on that question, and every message after it)."""
+    from agents.questions import CHOICES, LABELS
+    from bot.buttons import QuestionChoice, question_buttons
+
+    offered = {c for choices in CHOICES.values() for c in choices} | {
+        "retry",
+        "undo",
+        "leave",
+        "won",
+        "lost",
+        "wait",
+    }
+    for choice in offered:
+        [button] = question_buttons("tok", [choice])
+        assert parse_button(button.data) == QuestionChoice("tok", choice)
+        assert button.label == LABELS[choice]
