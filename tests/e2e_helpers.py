@@ -38,12 +38,15 @@ def opcore(
     )
 
 
-def start_opcore(args: list[str], env: dict[str, str], *, cwd: Path) -> subprocess.Popen[str]:
+def start_opcore(
+    args: list[str], env: dict[str, str], *, cwd: Path, stdin: int = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    """``opcore <args>`` in the background; ``stdin=subprocess.PIPE`` keeps a console open."""
     return subprocess.Popen(
         [sys.executable, "-m", "bot.cli", *args],
         env=env,
         cwd=cwd,
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

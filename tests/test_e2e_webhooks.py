@@ -8,14 +8,13 @@ import hmac
 import json
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e_helpers import opcore_env
+from tests.e2e_helpers import opcore_env, start_opcore
 
 SECRET = "gh-secret"
 
@@ -54,15 +53,7 @@ def test_a_release_webhook_starts_the_flow_at_once_and_metrics_show_it(tmp_path:
         flows="micro-saas",
         reconcile_interval_seconds="3600",  # only the delivery itself can move the flow
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "run"],
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_opcore(["run"], env, cwd=tmp_path, stdin=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
