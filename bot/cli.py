@@ -18,6 +18,7 @@ from bot import cli_contacts, cli_init, cli_memory, render, trace_story
 from bot.errors import BotError
 from bot.serve import CHANNELS, configured_channels, serve
 from config import ConfigError, Settings, load_settings
+from config.logs import configure as configure_logs
 from jobs.errors import JobsError, WorkerSetupError
 from jobs.runtime import Runtime, build_runtime
 from jobs.service import JobService
@@ -34,11 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        configure_logs(settings.log_level, settings.log_format)
         result: int = args.func(settings, args)
         return result
     except (ConfigError, StoreError, JobsError, BotError) as exc:

@@ -178,6 +178,9 @@ class Settings(BaseSettings):
         description="At end of piped input, how long to wait for jobs in flight.",
     )
     log_level: str = Field(default="WARNING", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text, or one JSON object per line."
+    )
     home_channel: str = Field(
         default="",
         description="Where job notifications go, as channel:chat (e.g. telegram:12345, slack:C0123); "

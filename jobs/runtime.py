@@ -39,6 +39,7 @@ from agents.runner import JobRunner
 from agents.triage import TriageAgent
 from config import ConfigError, Settings
 from config.flows import load_templates
+from config.logs import correlated
 from connectors.base import Connector
 from connectors.calendar import calendar_connector_from
 from connectors.documents import DocumentsConnector
@@ -54,7 +55,7 @@ from jobs.flows import Conductor, stable_id
 from jobs.reactions import Reactions
 from store import Store, open_store, queries
 from store import events as ev
-from store.errors import StoreError
+from store.errors import NotFoundError, StoreError
 from store.memory import open_memory
 from store.memory.service import Memory
 
@@ -309,15 +310,21 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
     reactions.run_once()  # the first run sets its cursor
 
     def run_job(job_id: str) -> None:
-        runner.run(job_id)
-        for action in queries.actions_for_job(job_id):  # approved by policy: no tap to wait for
-            if action.status == "approved":
-                actors.execute_action.send(action.action_id)
-        advance_flows(conductor, reactions)
+        with correlated(job_id):
+            runner.run(job_id)
+            for action in queries.actions_for_job(job_id):  # approved by policy: no tap
+                if action.status == "approved":
+                    actors.execute_action.send(action.action_id)
+            advance_flows(conductor, reactions)
 
     def execute_action(action_id: str) -> None:
-        effects.execute(action_id)
-        advance_flows(conductor, reactions)
+        try:
+            job_id = queries.get_action(action_id).job_id
+        except NotFoundError:
+            job_id = action_id  # effects.execute logs and drops it
+        with correlated(job_id):
+            effects.execute(action_id)
+            advance_flows(conductor, reactions)
 
     actors = declare_actors(broker, run_job=run_job, execute_action=execute_action)
     runtime = Runtime(
