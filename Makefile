@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck check bench clean golden-record golden-check
+.PHONY: run test lint typecheck check bench bench-quick clean golden-record golden-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "opcore needs Python 3.11+; set PYTHON=python3.11")'
@@ -30,11 +30,13 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
+# Every benchmark in bench/, one table; results in bench/results/ (summary.json, summary.md).
 bench: $(STAMP)
-	$(BIN)/python -m bench.bench_log
-	$(BIN)/python -m bench.bench_events
-	$(BIN)/python -m bench.bench_channels
-	$(BIN)/python -m bench.bench_memory
+	$(BIN)/python -m bench.run
+
+# The same at bounded sizes (a smoke run); results in bench/results/quick/.
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -30,6 +30,7 @@ from typing import Any
 
 import peewee
 
+from bench.common import row, write_results
 from store import Store, open_store
 from store import events as ev
 from store.db import database_proxy
@@ -240,8 +241,8 @@ def bench_replay(store: Store, jobs: int) -> dict[str, Any]:
                 )
             )
     with store.db.atomic():
-        for start in range(0, len(rows), 500):
-            EventRecord.insert_many(rows[start : start + 500]).execute()
+        for lo in range(0, len(rows), 500):
+            EventRecord.insert_many(rows[lo : lo + 500]).execute()
     count = len(rows)
     start = time.perf_counter()
     replayed = store.log.rebuild_projections(from_snapshot=False)
@@ -355,12 +356,39 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, met in targets:
         print(f"target: {name}: {'met' if met else 'NOT met'}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_events.json").write_text(
-        json.dumps({"results": results, "targets": dict(targets)}, indent=2) + "\n"
+    write_results(
+        "bench_events",
+        {"results": results, "targets": dict(targets), "rows": common_rows(results)},
     )
     return 0
+
+
+def common_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results in the common row format of :mod:`bench.common`."""
+    out = []
+    for r in results:
+        backend = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[r["backend"]]
+        figure = f"{r['figure']}, {backend}"
+        note = ""
+        if r["figure"] == "replay":
+            figure = f"replay of {r['events']:,} events, {backend}"
+        if "ours_p50_ms" in r:
+            note = (
+                f"p50/p99 {r['ours_p50_ms']:.2f}/{r['ours_p99_ms']:.2f} ms "
+                f"vs {r['base_p50_ms']:.2f}/{r['base_p99_ms']:.2f} ms"
+            )
+        out.append(
+            row(
+                f"event log: {figure}",
+                r["ours_per_s"],
+                "ev/s",
+                baseline=r["base_per_s"],
+                baseline_name=r["baseline"],
+                better="higher",
+                note=note,
+            )
+        )
+    return out
 
 
 if __name__ == "__main__":

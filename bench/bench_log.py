@@ -24,6 +24,7 @@ import dramatiq
 import peewee
 from dramatiq.brokers.stub import StubBroker
 
+from bench.common import row, write_results
 from bot.dispatch import Dispatcher
 from bot.messages import InboundMessage
 from config import Settings
@@ -127,9 +128,18 @@ def main() -> int:
         results.append(
             {"figure": name, "ours_us": ours, "baseline": base_name, "baseline_us": base}
         )
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_log.json").write_text(json.dumps(results, indent=2) + "\n")
+    common = [
+        row(
+            f"{name}, mean of {PER_ROUND} calls",
+            ours,
+            "µs",
+            baseline=base,
+            baseline_name=base_name,
+            note=f"median of {ROUNDS} rounds",
+        )
+        for name, ours, base_name, base in rows
+    ]
+    write_results("bench_log", {"results": results, "rows": common})
     return 0
 
 

@@ -26,7 +26,6 @@ the tables and writes ``bench/results/bench_memory.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import row, write_results
 from bench.memory_data import Dataset, Query, generate, synthetic_texts, token_stream
 from store.errors import EmbeddingError
 from store.memory.base import IndexedDoc, RecallFilter
@@ -418,10 +418,47 @@ def main(argv: list[str] | None = None) -> int:
             report["targets"] = {name: met}
         else:
             print(f"target: {name}: not measured at this scale")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "bench_memory.json").write_text(json.dumps(report, indent=2) + "\n")
+    report["rows"] = common_rows(report)
+    write_results("bench_memory", report)
     return status
+
+
+def common_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Quality and latency in the common row format of :mod:`bench.common`."""
+    out = []
+    if "quality" in report:
+        q = report["quality"]
+        by = {(r["style"], r["mode"]): r for r in q["results"]}
+        for style, label in (("paraphrase", "paraphrased"), ("lexical", "lexical")):
+            for metric in ("recall@5", "mrr@10"):
+                hybrid, keyword = by[(style, "hybrid")], by[(style, "keyword")]
+                out.append(
+                    row(
+                        f"recall quality: {metric}, {hybrid['queries']} {label} questions "
+                        f"over {q['memories']:,} memories",
+                        hybrid[metric],
+                        "",
+                        baseline=keyword[metric],
+                        baseline_name="keyword-only search, same index",
+                        better="higher",
+                        note=f"hybrid; vectors alone {by[(style, 'vector')][metric]:.3f}",
+                    )
+                )
+    for r in report.get("latency", []):
+        out.append(
+            row(
+                f"recall search p50, {r['items']:,} memories (hybrid, top 5)",
+                r["hybrid"]["p50_ms"],
+                "ms",
+                baseline=r["baseline"]["p50_ms"],
+                baseline_name="NumPy brute-force cosine, same vectors",
+                note=(
+                    f"p95 {r['hybrid']['p95_ms']:.1f} vs {r['baseline']['p95_ms']:.1f} ms; "
+                    f"filtered p95 {r['hybrid_filtered']['p95_ms']:.1f} ms"
+                ),
+            )
+        )
+    return out
 
 
 if __name__ == "__main__":
