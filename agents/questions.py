@@ -19,7 +19,13 @@ from store.log import EventLog
 from store.queries import QuestionView
 
 Kind = Literal[
-    "action_unknown", "action_failed", "job_failed", "budget", "flow_failed", "flow_reply"
+    "action_unknown",
+    "action_failed",
+    "job_failed",
+    "budget",
+    "flow_failed",
+    "flow_reply",
+    "slo_burn",
 ]
 
 CHOICES: dict[Kind, list[str]] = {
@@ -30,6 +36,8 @@ CHOICES: dict[Kind, list[str]] = {
     # Answered here, acted on by the conductor (jobs/flows.py) on its next tick.
     "flow_failed": ["retry", "undo", "leave"],
     "flow_reply": ["won", "lost", "wait"],
+    # Answered here, acted on by the SLO monitor (jobs/slo.py) on its next pass.
+    "slo_burn": ["rollback", "pause", "leave"],
 }
 LABELS = {
     "done": "It happened",
@@ -39,6 +47,7 @@ LABELS = {
     "skip": "Skip this job",
     "pause": "Pause agent",
     "undo": "Undo the flow",
+    "rollback": "Roll back",
     "leave": "Leave it",
     "won": "Won",
     "lost": "Lost",

@@ -28,6 +28,7 @@ _CHOICE_CODES = {
     "won": "w",  # a client's reply to a proposal
     "lost": "o",
     "wait": "t",
+    "rollback": "k",  # an objective burning fast: undo what the missed work did
 }
 _CODE_CHOICES = {code: choice for choice, code in _CHOICE_CODES.items()}
 

@@ -125,6 +125,9 @@ def status(report: StatusReport) -> str:
         lines.append("Last error: none")
     if report.memory is not None:
         lines.append(memory_status(report.memory))
+    if report.slos:
+        lines.append("Objectives:")
+        lines += [f"- {slo.line()}" for slo in report.slos]
     return "\n".join(lines)
 
 

@@ -74,6 +74,68 @@ class WebhookSource(BaseModel):
     tolerance_seconds: int = Field(default=300, ge=1, le=86_400)  # Stripe/generic timestamps
 
 
+class Slo(BaseModel):
+    """A service level objective for a critical flow (``OPCORE_SLOS`` / ``[slos.<name>]``).
+
+    ``kind = "action"``: actions ``action`` (``connector.action``), of jobs of ``agent`` when
+    set, carried out within ``within_minutes`` of their approval. ``kind = "job"``: jobs of
+    ``agent`` (every agent when empty) that end done rather than failed. ``target`` of them over
+    the last ``window_days``; the rest is the error budget. When the last ``fast_hours`` burn
+    the budget ``fast_burn`` times faster than the target allows, one alert."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    description: str = ""
+    kind: Literal["action", "job"] = "action"
+    action: str = ""
+    agent: str = ""
+    within_minutes: float = Field(default=60.0, gt=0)
+    target: float = Field(default=0.99, gt=0, lt=1)
+    window_days: float = Field(default=28.0, gt=0, le=366)
+    fast_hours: float = Field(default=1.0, gt=0)
+    fast_burn: float = Field(default=14.4, gt=1)
+    min_bad: int = Field(default=1, ge=1)  # misses in the fast window before an alert
+
+    @field_validator("action")
+    @classmethod
+    def _action_named(cls, value: str) -> str:
+        if value and value.count(".") != 1:
+            raise ValueError("action must be connector.action, e.g. email.send_email")
+        return value
+
+    def label(self) -> str:
+        if self.description:
+            return self.description
+        what = self.action or "actions"
+        if self.kind == "job":
+            return f"{self.agent or 'all'} jobs succeed"
+        whose = f" of {self.agent}" if self.agent else ""
+        return f"{what}{whose} within {self.within_minutes:g} min of approval"
+
+
+DEFAULT_SLOS = {
+    "invoices_sent": Slo(
+        description="invoices sent within 1 h of approval",
+        action="email.send_email",
+        agent="invoice_email",
+        within_minutes=60,
+        target=0.99,
+    ),
+    "proposals_sent": Slo(
+        description="proposals sent within 1 h of approval",
+        action="email.send_email",
+        agent="proposal",
+        within_minutes=60,
+        target=0.99,
+    ),
+    "jobs_succeed": Slo(
+        description="jobs end done, not failed",
+        kind="job",
+        target=0.95,
+        min_bad=3,
+    ),
+}
+
+
 class OutgoingTarget(BaseModel):
     """A named outgoing webhook (``OPCORE_OUTGOING_WEBHOOKS``): agents name the target, never
     the URL."""
@@ -307,6 +369,12 @@ class Settings(BaseSettings):
     outgoing_webhooks: dict[str, OutgoingTarget] = Field(
         default_factory=dict,
         description='Named outgoing webhooks, e.g. {"site": {"url": "https://...", "secret": "..."}}.',
+    )
+    slos: dict[str, Slo] = Field(
+        default_factory=lambda: dict(DEFAULT_SLOS),
+        description="Objectives for critical flows, shown in /status and the digest; "
+        'e.g. {"invoices_sent": {"action": "email.send_email", "agent": "invoice_email", '
+        '"within_minutes": 60, "target": 0.99}}. {} turns them off.',
     )
     documents_dir: Path | None = Field(
         default=None,

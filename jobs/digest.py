@@ -48,6 +48,7 @@ from jobs.digest_render import (
     UpcomingItem,
     compose,
 )
+from jobs.slo import SloReport
 from store import events as ev
 from store.log import EventLog
 
@@ -191,11 +192,13 @@ class DigestService:
         schedule: DigestSchedule,
         upcoming: Upcoming | None,
         budget_lines: Callable[[], Sequence[BudgetLine]],
+        slos: Callable[[datetime], Sequence[SloReport]] | None = None,
     ) -> None:
         self._log = log
         self._schedule = schedule
         self._upcoming = upcoming
         self._budget_lines = budget_lines
+        self._slos = slos
 
     @classmethod
     def from_settings(
@@ -205,8 +208,9 @@ class DigestService:
         log: EventLog,
         budget_lines: Callable[[], Sequence[BudgetLine]],
         upcoming: Upcoming | None = None,
+        slos: Callable[[datetime], Sequence[SloReport]] | None = None,
     ) -> DigestService:
-        return cls(log, DigestSchedule.from_settings(settings), upcoming, budget_lines)
+        return cls(log, DigestSchedule.from_settings(settings), upcoming, budget_lines, slos)
 
     @property
     def schedule(self) -> DigestSchedule:
@@ -219,6 +223,7 @@ class DigestService:
             zone=self._schedule.zone,
             upcoming=self._upcoming,
             budget_lines=self._budget_lines(),
+            slos=self._slos(now) if self._slos is not None else (),
         )
 
     def send_daily_if_due(self, *, now: datetime) -> bool:

@@ -1,7 +1,8 @@
 """What the digest says: :func:`compose` reads the read models into one short text.
 
 Sections, in order, each left out when empty: decisions waiting, done since the last digest,
-needs attention, spend against budgets, upcoming, overdue invoices, flow health. Lists are cut
+needs attention, spend against budgets, upcoming, overdue invoices, flow health, objectives
+(with their error budgets). Lists are cut
 (``+N more``) until the text fits a phone screen or two (:data:`MAX_LINES`).
 """
 
@@ -26,6 +27,7 @@ from jobs.digest_queries import (
     pending_questions,
     waiting_approvals,
 )
+from jobs.slo import SloReport
 from store import business, queries
 from store.business import PaymentView
 from store.errors import NotFoundError
@@ -276,6 +278,14 @@ def _flows(since: datetime, counts: dict[str, int]) -> _Section | None:
     return _Section("Flow health:", (tuple(lines),)) if lines else None
 
 
+def _objectives(slos: Sequence[SloReport]) -> _Section | None:
+    """Objectives with something counted; a burning or overspent one first."""
+    counted = [r for r in slos if r.total or r.pending]
+    counted.sort(key=lambda r: (not r.burning, r.budget_left))
+    lines = tuple(f"- {r.line()}" for r in counted)
+    return _Section("Objectives:", (lines,)) if lines else None
+
+
 def _render(header: str, sections: Sequence[_Section], cap: int) -> list[str]:
     lines = [header]
     for section in sections:
@@ -296,6 +306,7 @@ def compose(
     zone: ZoneInfo,
     upcoming: Upcoming | None,
     budget_lines: Sequence[BudgetLine],
+    slos: Sequence[SloReport] = (),
 ) -> Digest:
     """The digest at ``now`` of what happened since ``since``, read from the read models.
     Each section is left out when empty; lists are cut (``+N more``) until the text fits in
@@ -312,6 +323,7 @@ def compose(
         _upcoming(now, zone, upcoming, counts),
         _overdue(now, zone, counts),
         _flows(since, counts),
+        _objectives(slos),
     ]
     sections = [s for s in candidates if s is not None]
     local, local_since = now.astimezone(zone), since.astimezone(zone)

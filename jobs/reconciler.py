@@ -59,6 +59,8 @@ class Reconciler:
     # ``inbox_every``; called with ``now=``.
     poll_inbox: Callable[..., int] | None = None
     inbox_every: timedelta = timedelta(0)
+    # Measures the objectives, alerts on a fast burn and carries out answered alerts.
+    check_slos: Callable[..., object] | None = None
     _inbox_polled_at: datetime | None = field(default=None, init=False, repr=False, compare=False)
 
     def with_leases(self, lease: timedelta) -> Reconciler:
@@ -142,6 +144,8 @@ class Reconciler:
             purged = self.purge_forgotten(now=moment)
             if purged:
                 logger.info("purged %d forgotten memories whose undo window ended", purged)
+        if self.check_slos is not None:
+            self.check_slos(now=moment)
         if self.daily_digest is not None:
             self.daily_digest(now=moment)
         if jobs or actions:

@@ -53,6 +53,7 @@ from jobs.effects import Effects
 from jobs.faults import FaultInjector
 from jobs.flows import Conductor, stable_id
 from jobs.reactions import Reactions
+from jobs.slo import SloMonitor, pause_agent
 from store import Store, open_store, queries
 from store import events as ev
 from store.errors import NotFoundError, StoreError
@@ -185,6 +186,7 @@ class Runtime:
     memory: Memory
     conductor: Conductor | None = None
     reactions: Reactions | None = None
+    slos: SloMonitor | None = None
     worker: dramatiq.Worker | None = field(default=None)
 
     def start_worker(self) -> None:
@@ -340,6 +342,15 @@ def build_runtime(settings: Settings, *, with_worker: bool = False) -> Runtime:
         memory=memory,
         conductor=conductor,
         reactions=reactions,
+        slos=SloMonitor(
+            log=store.log,
+            slos=settings.slos,
+            compensate=effects.compensate,
+            compensable=lambda a: connectors[a.connector].spec(a.action).compensation is not None,
+            pause=lambda agent, *, by: pause_agent(store.log, agent, by=by),
+        )
+        if settings.slos
+        else None,
     )
     if with_worker:
         runtime.start_worker()

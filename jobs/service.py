@@ -23,6 +23,7 @@ from jobs.digest import DigestService, upcoming_from
 from jobs.inbox_poll import InboxPoller
 from jobs.reconciler import Reconciler
 from jobs.runtime import Runtime, advance_flows
+from jobs.slo import SloReport, measure_all, pause_agent
 from store import events as ev
 from store import queries
 from store.errors import NotFoundError, StoreError
@@ -64,6 +65,7 @@ class StatusReport:
     last_error: JobView | None
     pending_approvals: int
     memory: MemoryStatus | None = None
+    slos: tuple[SloReport, ...] = ()
 
 
 class JobService:
@@ -218,14 +220,7 @@ class JobService:
     def pause(self, agent: str, *, by: str) -> bool:
         """Pause an agent: its new and queued jobs wait in the log. False if already paused."""
         self._rt.registry.get(agent)
-        if queries.agent_paused(agent):
-            return False
-        self._rt.store.log.append(
-            ev.agent_stream(agent),
-            [ev.AgentPaused(agent=agent, by=by)],
-            metadata=ev.Metadata(actor=by),
-        )
-        return True
+        return pause_agent(self._rt.store.log, agent, by=by)
 
     def resume(self, agent: str, *, by: str) -> list[str] | None:
         """Resume an agent and send its waiting jobs. None if it was not paused."""
@@ -310,6 +305,7 @@ class JobService:
             ),
             poll_inbox=inbox,
             inbox_every=timedelta(seconds=settings.inbox_poll_seconds),
+            check_slos=self._rt.slos.check if self._rt.slos is not None else None,
         )
 
     def digests(self) -> DigestService:
@@ -318,6 +314,7 @@ class JobService:
             log=self._rt.store.log,
             budget_lines=self.budget_lines,
             upcoming=upcoming_from(self._rt.connectors),
+            slos=lambda now: self.slo_reports(now=now),
         )
 
     def advance_flows(self) -> int:
@@ -379,7 +376,12 @@ class JobService:
             last_error=queries.last_error(),
             pending_approvals=len(queries.pending_approvals(limit=1000)),
             memory=self._rt.memory.status(),
+            slos=tuple(self.slo_reports()),
         )
+
+    def slo_reports(self, *, now: datetime | None = None) -> list[SloReport]:
+        """Every objective of the settings over its window, from the log."""
+        return measure_all(self._rt.store.log, self._rt.settings.slos, now=now)
 
     @property
     def memory(self) -> Memory:

@@ -467,7 +467,13 @@ class QuestionAsked(EventData):
 
     token: str
     kind: Literal[
-        "action_unknown", "action_failed", "job_failed", "budget", "flow_failed", "flow_reply"
+        "action_unknown",
+        "action_failed",
+        "job_failed",
+        "budget",
+        "flow_failed",
+        "flow_reply",
+        "slo_burn",
     ]
     job_id: str
     action_id: str | None = None
@@ -762,6 +768,42 @@ class DigestSent(EventData):
     text: str
     since: datetime | None = None
     counts: dict[str, int] = Field(default_factory=dict)
+
+
+@event_type("SloBurning")
+class SloBurning(EventData):
+    """An objective's error budget burns fast: one alert (``token``) until it recovers."""
+
+    slo: str
+    burn_rate: float  # how many times faster than the target allows, over the fast window
+    missed: list[str] = Field(default_factory=list)  # actions or jobs that missed, newest first
+    job_id: str  # the job the alert's question hangs on (the newest miss)
+    token: str
+    compensations: list[str] = Field(default_factory=list)  # what Undo would roll back
+    agents: list[str] = Field(default_factory=list)  # what Pause would pause
+
+
+@event_type("SloAlertHandled")
+class SloAlertHandled(EventData):
+    """The operator's answer to a burn alert, carried out."""
+
+    slo: str
+    token: str
+    choice: str
+    by: str
+    outcome: str
+
+
+@event_type("SloRecovered")
+class SloRecovered(EventData):
+    """The fast window is back within the objective: a new burn gets a new alert."""
+
+    slo: str
+    burn_rate: float
+
+
+def slo_stream(name: str) -> str:
+    return f"slo-{name}"
 
 
 def flow_stream(flow_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -43,6 +44,19 @@ def require_service(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(f"{message}, and CI=true requires it")
     pytest.skip(f"{message} (set CI=true to make this a failure)")
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs the CLI in process sets up the root logger (config.logs.configure):
+    take its handler and level off afterwards, so later tests see logging as pytest set it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers and getattr(handler, "_opcore", False):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
