@@ -101,6 +101,7 @@ def serve(settings: Settings, names: Sequence[str]) -> int:
                 head=runtime.store.log.head,
                 budget_lines=service.budget_lines,
                 broker_depth=lambda: service.status().broker_depth,
+                slos=service.slo_reports,
             )
             webhooks = WebhookServer(
                 listen=settings.webhook_listen,

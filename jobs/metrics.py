@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jobs.slo import SloReport
 from store import queries
 from store.errors import StoreError
 from store.log import utcnow
@@ -46,10 +47,12 @@ class OpcoreCollector(Collector):
         head: Callable[[], int],
         budget_lines: Callable[[], Sequence[tuple[str, str, float, float]]],
         broker_depth: Callable[[], int | None] = lambda: None,
+        slos: Callable[[], Sequence[SloReport]] = lambda: (),
     ) -> None:
         self._head = head
         self._budget_lines = budget_lines
         self._broker_depth = broker_depth
+        self._slos = slos
 
     def collect(self) -> Iterable[Metric]:
         try:
@@ -131,9 +134,36 @@ class OpcoreCollector(Collector):
             flows.add_metric([template, status], n)
         yield flows
 
+        yield from self._objectives()
+
         up = GaugeMetricFamily("opcore_up", "1 when the store answered this scrape")
         up.add_metric([], 1)
         yield up
+
+    def _objectives(self) -> Iterable[Metric]:
+        reports = self._slos()
+        if not reports:
+            return
+        target = GaugeMetricFamily("opcore_slo_target", "The objective's target", labels=["slo"])
+        outcomes = GaugeMetricFamily(
+            "opcore_slo_outcomes", "Outcomes counted in the window", labels=["slo", "outcome"]
+        )
+        budget = GaugeMetricFamily(
+            "opcore_slo_error_budget_remaining",
+            "Share of the window's error budget not spent (negative: overspent)",
+            labels=["slo"],
+        )
+        burn = GaugeMetricFamily(
+            "opcore_slo_burn_rate", "Burn rate over the fast window (1 = on budget)", labels=["slo"]
+        )
+        for r in reports:
+            target.add_metric([r.name], r.slo.target)
+            outcomes.add_metric([r.name, "good"], r.good)
+            outcomes.add_metric([r.name, "bad"], r.bad)
+            outcomes.add_metric([r.name, "pending"], r.pending)
+            budget.add_metric([r.name], r.budget_left)
+            burn.add_metric([r.name], r.burn_rate)
+        yield from (target, outcomes, budget, burn)
 
     @staticmethod
     def _latency() -> Iterable[Metric]:

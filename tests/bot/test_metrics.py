@@ -27,7 +27,11 @@ def samples(text: str) -> dict[str, float]:
 def test_metrics_report_queue_approvals_failures_latency_and_spend(
     runtime: Runtime, service: JobService, dispatcher: Dispatcher
 ) -> None:
-    collector = OpcoreCollector(head=runtime.store.log.head, budget_lines=service.budget_lines)
+    collector = OpcoreCollector(
+        head=runtime.store.log.head,
+        budget_lines=service.budget_lines,
+        slos=service.slo_reports,
+    )
     server = WebhookServer(
         listen="127.0.0.1:0",
         sources={},
@@ -54,6 +58,13 @@ def test_metrics_report_queue_approvals_failures_latency_and_spend(
         assert after["opcore_job_failures_total"] == 0
         assert after["opcore_job_run_seconds{quantile=0.5}"] >= 0
         assert any(k.startswith("opcore_budget_usd{") for k in after)
+        # the objectives of the default settings, counted from the log
+        assert after["opcore_slo_target{slo=invoices_sent}"] == 0.99
+        # the job waits for its approval: not ended, so not counted yet
+        assert after["opcore_slo_outcomes{outcome=good,slo=jobs_succeed}"] == 0
+        assert after["opcore_slo_outcomes{outcome=bad,slo=jobs_succeed}"] == 0
+        assert after["opcore_slo_error_budget_remaining{slo=jobs_succeed}"] == 1
+        assert after["opcore_slo_burn_rate{slo=invoices_sent}"] == 0
     finally:
         server.stop()
 
