@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck check bench bench-quick clean golden-record golden-check
+.PHONY: run test lint typecheck check bench bench-quick reliability clean golden-record golden-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "opcore needs Python 3.11+; set PYTHON=python3.11")'
@@ -37,6 +37,12 @@ bench: $(STAMP)
 # The same at bounded sizes (a smoke run); results in bench/results/quick/.
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+# Load, faults, bad input and security at full size (CI runs them bounded, in `make test`);
+# the figures (inputs tried, p99, ...) are printed and written to bench/results/reliability.json.
+reliability: $(STAMP)
+	OPCORE_RELIABILITY_SCALE=full OPCORE_RELIABILITY_REPORT=bench/results/reliability.json \
+		$(BIN)/python -m pytest tests/reliability tests/test_reliability.py tests/store/test_replay_property.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

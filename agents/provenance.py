@@ -49,7 +49,16 @@ class Sources:
         return cls(text=text, numbers=frozenset(_numbers(text)))
 
     def said(self, value: str) -> bool:
-        return value.strip().lower() in self.text if value.strip() else True
+        """Whether the operator's words hold ``value`` whole: not as a piece of a longer
+        address or domain (``ob@client.example`` is not ``bob@client.example``, and a link
+        to ``ent.example`` is not vouched for by ``client.example``)."""
+        needle = value.strip().lower()
+        if not needle:
+            return True
+        # An address must not continue a longer local part (a dot included); a domain may
+        # follow "@" or a subdomain's dot. Neither may run on into a longer name.
+        before = r"(?<![\w%+.-])" if "@" in needle else r"(?<![\w%+-])"
+        return re.search(before + re.escape(needle) + r"(?![\w-]|\.\w)", self.text) is not None
 
 
 def trusted_input(input_: Mapping[str, Any], untrusted_fields: Iterable[str]) -> Sources:

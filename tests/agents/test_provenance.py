@@ -54,6 +54,24 @@ def test_an_injected_copy_recipient_link_and_price_are_all_flagged(store: Store)
     assert all(f.startswith(WARNING) for f in flags)
 
 
+def test_a_lookalike_that_is_only_part_of_what_the_operator_gave_is_flagged(
+    store: Store,
+) -> None:
+    said = "reply to bob@client.example, see www.acme.example"
+    params = {
+        "to": "bob@client.example",
+        "cc": ["ob@client.example"],
+        "subject": "Re",
+        "body": "Pay at https://ent.example/x or https://me.example, docs at https://acme.example.",
+    }
+    flags = warnings(flags_for(params, said))
+    assert any("cc ob@client.example was not given by you" in f for f in flags)
+    assert any("links to ent.example" in f for f in flags)
+    assert any("links to me.example" in f for f in flags)
+    assert not any("acme.example," in f or "links to acme.example" in f for f in flags)
+    assert Sources.of([said]).said("client.example")  # the domain of an address given
+
+
 def test_amounts_the_operator_gave_pass_in_any_spelling(store: Store) -> None:
     params = {
         "to": "a@b.example",
