@@ -211,7 +211,7 @@ class JobRunner:
         error = str(exc)[:2000]
         transient = is_transient(exc)
         if transient and not self._retry.exhausted(attempt):
-            delay = self._retry.delay_ms(attempt)
+            delay = self._retry.delay_ms(attempt, at_least_s=getattr(exc, "retry_after", None))
             self._log.append(
                 stream,
                 [

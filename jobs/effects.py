@@ -16,6 +16,7 @@ the same job that declare a compensation are undone, most recent first.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from connectors.base import ActionResult, Connector
 from connectors.errors import ConnectorError, OutcomeUnknownError, TransientConnectorError
 from store import events as ev
 from store import queries
-from store.errors import ConcurrencyError, NotFoundError
+from store.errors import ConcurrencyError, DatabaseError, NotFoundError
 from store.log import EventLog, utcnow
 from store.queries import ActionView
 
@@ -121,17 +122,38 @@ class Effects:
         except ConnectorError as exc:
             return self._failed(action, exc, meta)
         self.on_checkpoint("after_effect")
-        self.log.append(
-            stream,
-            [
-                ev.ActionExecuted(
-                    action_id=action_id, summary=result.summary, details=dict(result.details)
-                )
-            ],
-            metadata=meta,
+        executed = ev.ActionExecuted(
+            action_id=action_id, summary=result.summary, details=dict(result.details)
         )
+        self._record_executed(stream, executed, meta, key=f"{action.idempotency_key}:executed")
         self.on_checkpoint("after_action_executed")
         return "executed"
+
+    def _record_executed(
+        self, stream: str, executed: ev.ActionExecuted, meta: ev.Metadata, *, key: str
+    ) -> None:
+        """Record an effect that has happened. Only this worker knows it did, so a database
+        outage (a restart, a failover) is waited out, for up to half the action's lease, rather
+        than leaving the action looking abandoned: for a connector that cannot look its effects
+        up (SMTP, webhooks) that would end in asking the operator whether it happened. The key
+        makes a retry whose first attempt did commit (its answer lost) write nothing."""
+        deadline = time.monotonic() + self.lease.total_seconds() / 2
+        pause = 0.2
+        while True:
+            try:
+                self.log.append(stream, [ev.NewEvent(executed, idempotency_key=key)], metadata=meta)
+                return
+            except DatabaseError as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                logger.warning(
+                    "action %s was executed but cannot be recorded yet (%s); trying again in %.1f s",
+                    executed.action_id,
+                    exc,
+                    pause,
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     def _resolve_unknown(
         self,

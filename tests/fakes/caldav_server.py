@@ -56,7 +56,7 @@ class CalDavServer:
 
 
 def _configuration(tmp_path: Path, port: int) -> radicale_config.Configuration:
-    (tmp_path / "radicale-collections" / "collection-root").mkdir(parents=True)
+    (tmp_path / "radicale-collections" / "collection-root").mkdir(parents=True, exist_ok=True)
     users = tmp_path / "radicale-users"
     users.write_text(f"{USER}:{PASSWORD}\n", encoding="utf-8")
     configuration = radicale_config.load()
@@ -97,9 +97,12 @@ def _wait_until_listening(port: int, thread: threading.Thread, *, deadline: floa
             time.sleep(0.01)
 
 
-def start_caldav_server(tmp_path: Path) -> CalDavServer:
-    """Start Radicale on a free loopback port and create ``/alice/calendar/`` in it."""
-    port = free_port()
+def start_caldav_server(tmp_path: Path, *, port: int | None = None) -> CalDavServer:
+    """Start Radicale on ``port`` (default: a free loopback port) and create ``/alice/calendar/``
+    in it. Started again on the same ``tmp_path`` (after :meth:`CalDavServer.stop`), it serves
+    the calendar it stored before: a server that was down and came back."""
+    port = port or free_port()
+    existing = (tmp_path / "radicale-collections" / "collection-root" / USER / "calendar").is_dir()
     configuration = _configuration(tmp_path, port)
     stop_here, stop_there = socket.socketpair()
     thread = threading.Thread(
@@ -121,6 +124,8 @@ def start_caldav_server(tmp_path: Path) -> CalDavServer:
     )
     try:
         _wait_until_listening(port, thread, deadline=time.monotonic() + 5)
+        if existing:
+            return server
         response = httpx.request(
             "MKCALENDAR",
             server.url,

@@ -7,7 +7,7 @@ one concept so tests can make paraphrases land close); ``embedding_failures`` an
 many requests with 503 first. Scriptable: queue behaviours with :meth:`FakeOpenAI.reply`, :meth:`~FakeOpenAI.status`,
 :meth:`~FakeOpenAI.delay` and :meth:`~FakeOpenAI.raw`; each request takes the next one, and with
 an empty queue the server replies with ``default_content``. Every request is recorded in
-``.requests`` (path, headers, parsed JSON body).
+``.requests`` (path, headers, parsed JSON body, arrival time).
 
 Usable in-process (``with FakeOpenAI() as server:`` or the ``openai_server`` fixture) and from a
 subprocess under test: point its base URL setting at ``server.base_url``.
@@ -65,6 +65,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic())
 
     def header(self, name: str) -> str | None:
         """A header's value, whatever the case of its name."""
