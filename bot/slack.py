@@ -145,6 +145,10 @@ def _ack_other(ack: Ack, body: dict[str, Any]) -> None:
 
 class _SlackHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of Slack requests beyond it had
+    # connections dropped (the client retries after 1 s, then 3 s: past Slack's deadline) or
+    # reset (a button press Slack does not retry: lost). As the webhook server does.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], app: App, signing_secret: str) -> None:
         super().__init__(address, _SlackHTTPHandler)
@@ -155,7 +159,7 @@ class _SlackHTTPServer(ThreadingHTTPServer):
         """Bolt's answer to one request; a request Bolt cannot even parse (it parses before
         it checks the signature) gets 401 if unsigned, else 400."""
         timestamp = headers.get("x-slack-request-timestamp", "")
-        if not timestamp.isdigit():
+        if not (timestamp.isascii() and timestamp.isdigit()):  # "²" is a digit to isdigit()
             return BoltResponse(status=401, body={"error": "invalid request"})
         try:
             request = BoltRequest(body=raw, headers=dict(headers))
