@@ -248,6 +248,8 @@ def malformed(body: object) -> str | None:
     """Pure: why a request body cannot be handled at all, or ``None`` if Bolt may have it."""
     if not isinstance(body, dict):
         return f"the body is {type(body).__name__}, not an object"
+    if not isinstance(body.get("event", {}), dict):  # Bolt's middleware reads it, any type
+        return f"an event that is {type(body['event']).__name__}, not an object"
     kind = body.get("type")
     if kind == "event_callback":
         event = body.get("event")
@@ -256,13 +258,21 @@ def malformed(body: object) -> str | None:
         for key in ("user", "channel", "bot_id", "subtype", "channel_type"):
             if key in event and not isinstance(event[key], str | None):
                 return f"an event whose {key} is {type(event[key]).__name__}"
-    elif kind == "block_actions":
+    elif kind in ("block_actions", "interactive_message"):  # Bolt reads actions[0] of both
         actions = body.get("actions")
-        if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
+        if not isinstance(actions, list) or not actions:
             return "a button press without actions"
+        if not all(isinstance(a, dict) for a in actions):
+            return "a button press whose actions are not objects"
+        if kind == "block_actions" and not all(
+            isinstance(a.get("action_id"), str) for a in actions
+        ):
+            return "a button press without an action_id"  # Bolt's matcher reads actions[0]'s
         for key in ("user", "channel", "container", "message", "team"):
             if key in body and not isinstance(body[key], dict | None):
                 return f"a button press whose {key} is {type(body[key]).__name__}"
+    if "callback_id" in body and not isinstance(body["callback_id"], str):
+        return f"a payload whose callback_id is {type(body['callback_id']).__name__}"
     return None
 
 

@@ -86,7 +86,7 @@ def sanitized_updates(payload: bytes) -> bytes:
     clean: list[Any] = []
     for item in result:
         try:
-            Update.de_json(item, None)
+            _check_ids(Update.de_json(item, None))
         except Exception as exc:  # noqa: BLE001 - whatever PTB trips on, it must not jam polling
             update_id = item.get("update_id") if isinstance(item, dict) else None
             if not isinstance(update_id, int):
@@ -104,6 +104,16 @@ def sanitized_updates(payload: bytes) -> bytes:
     if clean == result:
         return payload
     return json.dumps({**body, "result": clean}).encode()
+
+
+def _check_ids(update: Update | None) -> None:
+    """PTB does not check types: a user or chat id that is not an integer parses, then PTB
+    hashes it (an unhashable one ends its update fetcher: every later update is lost)."""
+    if update is None:
+        return
+    for kind, found in (("user", update.effective_user), ("chat", update.effective_chat)):
+        if found is not None and not isinstance(found.id, int):
+            raise TypeError(f"the {kind} id is {type(found.id).__name__}, not an integer")
 
 
 class _UpdatesRequest(HTTPXRequest):
@@ -436,7 +446,7 @@ class TelegramChannel(Channel):
         message = update.message
         user = message.from_user if message is not None else None
         chat = message.chat if message is not None else None
-        if message is None or user is None or chat is None or message.text is None:
+        if message is None or user is None or chat is None or not isinstance(message.text, str):
             logger.warning(
                 "dropped Telegram update %s: a message without sender, chat or text",
                 update.update_id,
@@ -463,8 +473,9 @@ class TelegramChannel(Channel):
         message = query.message
         chat = message.chat if message is not None else None
         chat_id = chat.id if chat is not None else user.id
+        data = query.data if isinstance(query.data, str) else ""  # PTB does not check types
         press = ButtonPress(
-            CHANNEL, str(user.id), str(chat_id), query.data or "", platform_id=str(update.update_id)
+            CHANNEL, str(user.id), str(chat_id), data, platform_id=str(update.update_id)
         )
         answer = BUTTON_FAILED
         try:
@@ -502,7 +513,8 @@ class TelegramChannel(Channel):
             return
         user = query.from_user
         who = user.full_name + (f" (@{user.username})" if user.username else "")
-        original = message.text if isinstance(message, Message) and message.text else ""
+        text = message.text if isinstance(message, Message) else None
+        original = text if isinstance(text, str) else ""  # PTB does not check types
         try:
             await self._app.bot.edit_message_text(
                 decided(original, reply.text.split("\n")[0] if reply.buttons else reply.text, who),

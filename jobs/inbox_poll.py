@@ -68,9 +68,10 @@ def email_key(message_id: str) -> str:
 
 
 def _text(value: str) -> str:
-    """Text as the log can hold it everywhere: PostgreSQL refuses NUL characters, and one
-    message it refused would stop the inbox at that message for good."""
-    return value.replace("\x00", "")
+    """Text as the log can hold it everywhere: PostgreSQL refuses NUL characters, JSON lone
+    surrogates (what a charset such as utf-7 or a literal ``\\ud800`` beside an encoded word
+    decodes to), and one message it refused would stop the inbox at that message for good."""
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def inbox_name(inbox: Inbox) -> str:

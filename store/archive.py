@@ -171,7 +171,7 @@ def _read(
     lines = iter(handle)
     try:
         header = json.loads(next(lines))
-    except (StopIteration, json.JSONDecodeError) as exc:
+    except (StopIteration, ValueError, RecursionError) as exc:  # ValueError: JSON, long ints
         raise ArchiveError("not an opcore archive: the first line is not a header") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ArchiveError("not an opcore archive: the header has no 'opcore-archive' format")
@@ -190,22 +190,28 @@ def _read(
             raise ArchiveError(f"line {number}: data after the manifest")
         try:
             record = json.loads(raw)
+            line = _line(record).encode()
         except json.JSONDecodeError as exc:
             raise ArchiveError(f"line {number}: not JSON ({exc.msg})") from exc
+        except (ValueError, RecursionError) as exc:  # too deep, too long an int, a lone surrogate
+            raise ArchiveError(f"line {number}: not JSON ({type(exc).__name__})") from exc
         kind = record.get("record") if isinstance(record, dict) else None
         if kind == "manifest":
             manifest = record
             continue
         if kind not in KINDS:
             raise ArchiveError(f"line {number}: unknown record {kind!r}")
-        digests[kind].update(_line(record).encode() + b"\n")
+        digests[kind].update(line + b"\n")
         records[kind].append(record)
     if manifest is None:
         raise ArchiveError("the archive has no manifest: it is truncated")
+    counts, sums = manifest.get("counts"), manifest.get("sha256")
+    if not isinstance(counts, dict) or not isinstance(sums, dict):
+        raise ArchiveError("the manifest has no counts or checksums: the archive is damaged")
     for kind in KINDS:
-        if manifest.get("counts", {}).get(kind) != len(records[kind]):
+        if counts.get(kind) != len(records[kind]):
             raise ArchiveError(f"the manifest counts {kind}s differently: the archive is damaged")
-        if manifest.get("sha256", {}).get(kind) != digests[kind].hexdigest():
+        if sums.get(kind) != digests[kind].hexdigest():
             raise ArchiveError(f"the {kind} checksum does not match: the archive was altered")
     return header, records, manifest
 
@@ -237,7 +243,7 @@ def import_archive(store: Store, path: Path) -> ArchiveSummary:
             store.log.rebuild_projections(from_snapshot=False)
             _same(records["fact"], _fact_records(), "facts")
             _same(records["memory"], _memory_records(), "memories")
-    except (peewee.DatabaseError, KeyError, TypeError, ValueError) as exc:
+    except (peewee.DatabaseError, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ArchiveError(f"the archive could not be imported: {exc}") from exc
     except DatabaseError as exc:
         raise ArchiveError(f"the archive could not be imported: {exc}") from exc

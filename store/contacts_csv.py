@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Sequence
 
 from store.contacts_records import (
@@ -58,16 +59,19 @@ _NOTES_COLUMNS = ("notes", "note")
 # such cells with an apostrophe (phone numbers such as +44 20 7946 0958 stay as they are).
 _FORMULA_START = frozenset("=+-@\t\r")
 _PHONE_CHARS = frozenset("0123456789 ()-./+")
+# A formula, or a value the import would read as a guarded one ("'=x"): guarded on export,
+# so that what is exported is imported back as it was.
+_GUARDED = re.compile(r"'*[=+\-@\t\r]")
 
 
 def _guard(value: str) -> str:
-    if value[:1] in _FORMULA_START and not (value[0] in "+-" and set(value) <= _PHONE_CHARS):
+    if _GUARDED.match(value) and not (value[0] in "+-" and set(value) <= _PHONE_CHARS):
         return "'" + value
     return value
 
 
 def _unguard(value: str) -> str:
-    return value[1:] if value[:1] == "'" and value[1:2] in _FORMULA_START else value
+    return value[1:] if value[:1] == "'" and _GUARDED.match(value[1:]) else value
 
 
 def _header_key(cell: str) -> str:

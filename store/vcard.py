@@ -92,9 +92,11 @@ def _decoded(value: str, params: Params) -> str:
         return value
     charset = (params.get("CHARSET") or ["utf-8"])[0]
     try:
-        return quopri.decodestring(value.encode("utf-8")).decode(charset)
-    except (LookupError, UnicodeDecodeError) as exc:
+        text = quopri.decodestring(value.encode("utf-8")).decode(charset)
+        text.encode("utf-8")  # unicode-escape, utf-7...: lone surrogates the log cannot hold
+    except (LookupError, UnicodeError) as exc:  # UnicodeError: idna raises it bare
         raise _BadValue(f"cannot decode the quoted-printable value as {charset}: {exc}") from exc
+    return text
 
 
 def _unescape(text: str) -> str:
