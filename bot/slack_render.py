@@ -342,5 +342,7 @@ def press_from_action(body: Mapping[str, Any], action: Mapping[str, Any]) -> But
     value = action.get("value")
     if user is None or channel is None or not isinstance(value, str):
         return Ignored("a button press without user, channel or value")
-    platform_id = as_str(action.get("action_ts")) or as_str(body.get("trigger_id"))
+    # action_ts is a time, not an id: two people pressing in the same microsecond share it.
+    stamp = as_str(action.get("action_ts")) or as_str(body.get("trigger_id"))
+    platform_id = f"{user}:{stamp}" if stamp else None
     return ButtonPress(CHANNEL, user, channel, value, platform_id=platform_id)

@@ -28,7 +28,7 @@ before reading reads the answer instead of a reset connection. Nothing a request
 access log goes to this module's logger at DEBUG.
 
 :func:`record_delivery` is the ``on_delivery`` that ``opcore run`` uses: it appends
-``WebhookReceived`` with the idempotency key ``webhook:<source>:<delivery_id>``, so the log
+``WebhookReceived`` with the idempotency key ``webhook:<source>:<replay key>``, so the log
 itself is the dedupe (invariant 3), across threads and processes.
 
 Errors::
@@ -86,8 +86,13 @@ class WebhookServerError(BotError):
 
 def record_delivery(log: EventLog, delivery: WebhookDelivery) -> bool:
     """Append the delivery to ``webhook-<source>``; ``True`` if it is new, ``False`` if its
-    idempotency key was already in the log (nothing is written then)."""
-    key = f"webhook:{delivery.source}:{delivery.delivery_id}"
+    idempotency key was already in the log (nothing is written then). The key is the
+    delivery's replay key (a digest of what was signed, where the id is not): a captured
+    request replayed under a fresh delivery id is the same delivery."""
+    by_id = f"webhook:{delivery.source}:{delivery.delivery_id}"
+    key = f"webhook:{delivery.source}:{delivery.replay_key}" if delivery.replay_key else by_id
+    if key != by_id and log.find_by_key(by_id) is not None:
+        return False  # recorded under its id (before replay keys, or by another sender)
     event = WebhookReceived(
         source=delivery.source,
         kind=delivery.kind,

@@ -97,6 +97,11 @@ class WebhookDelivery:
     delivery_id: str
     event_type: str
     payload: dict[str, Any]
+    # What a replay cannot change: the delivery id where the signature covers it (Stripe's is
+    # in the body), else a digest of what was signed. GitHub signs only the body and the
+    # generic scheme the body and its timestamp, so a captured request sent again under a
+    # fresh X-GitHub-Delivery or X-Webhook-Id must still count as the same delivery.
+    replay_key: str = ""
 
 
 # Signatures ----------------------------------------------------------------------------------
@@ -219,9 +224,11 @@ def parse_delivery(
     if kind == "stripe":
         delivery_id = _delivery_id(payload.get("id"), "the event's id")
         event_type = _event_type(payload.get("type"), "the event's type")
+        replay_key = delivery_id
     elif kind == "github":
         delivery_id = _delivery_id(lowered.get("x-github-delivery"), "X-GitHub-Delivery")
         event_type = _event_type(lowered.get("x-github-event"), "X-GitHub-Event")
+        replay_key = "sha256:" + hashlib.sha256(event_type.encode() + b"\n" + body).hexdigest()
     else:
         sent_id = lowered.get("x-webhook-id") or lowered.get("webhook-id")
         delivery_id = (
@@ -231,12 +238,16 @@ def parse_delivery(
         sent_type = lowered.get("x-webhook-event") or (named if isinstance(named, str) else "")
         sent_type = sent_type or "event"
         event_type = _event_type(sent_type, "the event type")
+        stamp = lowered.get(GENERIC_TIMESTAMP.lower(), "")
+        signed = (stamp.encode("ascii", "replace") + b"." if stamp else b"") + body
+        replay_key = "sha256:" + hashlib.sha256(signed).hexdigest()
     return WebhookDelivery(
         source=source,
         kind=kind,
         delivery_id=delivery_id,
         event_type=event_type,
         payload=payload,
+        replay_key=replay_key,
     )
 
 

@@ -29,6 +29,7 @@ from bot.slack_render import (
     message_from_command,
     message_from_event,
     plain_text,
+    press_from_action,
     render,
     unescape,
 )
@@ -663,3 +664,14 @@ class TestQuickDraft:
         assert update["text"].startswith("New lead: Jane Doe (Acme).")
         assert any(b["type"] == "actions" for b in update["blocks"])  # fresh buttons
         assert len(slack.api.posted()) == 2  # "On it" and the quick draft: no second card
+
+
+def test_two_people_pressing_in_the_same_microsecond_are_two_presses() -> None:
+    def press(user: str) -> str | None:
+        body = {"user": {"id": user}, "channel": {"id": "C1"}}
+        result = press_from_action(body, {"value": "a:tok", "action_ts": "1800000000.000100"})
+        assert not isinstance(result, Ignored)
+        return result.platform_id
+
+    assert press("U1") != press("U2")
+    assert press("U1") == press("U1")  # Slack's retry of the same press is the same press

@@ -23,7 +23,7 @@ from bot.webhook_server import WebhookServer, WebhookServerError, record_deliver
 from config.settings import WebhookSource
 from connectors.webhooks import MAX_BODY, WebhookDelivery
 from store import Store
-from store.events import WebhookReceived
+from store.events import Metadata, NewEvent, WebhookReceived
 from store.log import EventLog
 
 STRIPE_SECRET = "whsec_server_test_secret"
@@ -175,6 +175,66 @@ def test_generic_delivery_with_a_timestamp(client: httpx.Client, store: Store) -
         "order.created",
         "shop",
     )
+
+
+def test_a_captured_request_replayed_under_a_fresh_delivery_id_is_a_duplicate(
+    client: httpx.Client, store: Store
+) -> None:
+    """GitHub signs only the body and the generic scheme the body and its timestamp: the
+    delivery id is not signed, so the dedupe must not rest on it alone."""
+    push = json.dumps({"ref": "refs/heads/main", "after": "abc123"}).encode()
+    signature = hmac.new(GITHUB_SECRET.encode(), push, hashlib.sha256).hexdigest()
+
+    def github(delivery: str) -> dict[str, Any]:
+        return client.post(
+            "/webhooks/gh",
+            content=push,
+            headers={
+                "Content-Type": "application/json",
+                "X-Hub-Signature-256": f"sha256={signature}",
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": delivery,
+            },
+        ).json()
+
+    assert github("d-original") == {"ok": True, "duplicate": False}
+    assert github("d-forged-fresh-id") == {"ok": True, "duplicate": True}
+
+    body = b'{"type": "order.created", "order": 18}'
+
+    def shop(ts: str, webhook_id: str) -> dict[str, Any]:
+        mac = hmac.new(SHOP_SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256)
+        headers = {
+            "X-Signature-256": f"sha256={mac.hexdigest()}",
+            "X-Timestamp": ts,
+            "X-Webhook-Id": webhook_id,
+        }
+        return client.post("/webhooks/shop", content=body, headers=headers).json()
+
+    now = int(time.time())
+    assert shop(str(now), "msg_18") == {"ok": True, "duplicate": False}
+    assert shop(str(now), "msg_18-replayed") == {"ok": True, "duplicate": True}
+    # The same body signed again at another moment is another delivery.
+    assert shop(str(now - 5), "msg_19")["duplicate"] is False
+    assert [e.delivery_id for e in received(store)] == ["d-original", "msg_18", "msg_19"]
+
+
+def test_a_delivery_recorded_under_its_id_stays_a_duplicate(store: Store) -> None:
+    """Deliveries recorded before replay keys (keyed by their id) are still recognised."""
+    store.log.append(
+        "webhook-gh",
+        [
+            NewEvent(
+                WebhookReceived(
+                    source="gh", kind="github", delivery_id="d-old", event_type="push", payload={}
+                ),
+                idempotency_key="webhook:gh:d-old",
+            )
+        ],
+        metadata=Metadata(actor="webhook:gh"),
+    )
+    again = WebhookDelivery("gh", "github", "d-old", "push", {}, replay_key="sha256:00")
+    assert record_delivery(store.log, again) is False
 
 
 def test_concurrent_redeliveries_are_recorded_once(client: httpx.Client, store: Store) -> None:

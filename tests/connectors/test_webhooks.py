@@ -310,6 +310,7 @@ def test_stripe_delivery_id_and_type_come_from_the_event() -> None:
         delivery_id="evt_1NG8Du2eZvKYlo2CUI79vXWy",
         event_type="invoice.paid",
         payload=json.loads(STRIPE_BODY),
+        replay_key="evt_1NG8Du2eZvKYlo2CUI79vXWy",  # the id is inside the signed body
     )
 
 
