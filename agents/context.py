@@ -354,7 +354,10 @@ class AgentContext:
             dict.fromkeys([*provenance.still_relevant(inherited_flags, validated), *flags])
         )
         bindings = self._bindings(validated, contact_id)
-        decision = policy.evaluate(self._rules, connector, action, validated)
+        by_rule = policy.evaluate(self._rules, connector, action, validated)
+        decision = policy.unverified(by_rule, self._input)
+        if decision is not by_rule:
+            flags.append(f"{provenance.NOTE} {decision.reason}")
         if decision.verdict == "auto" and provenance.warnings(flags):
             decision = policy.Decision(
                 "ask", decision.rule, f"flagged for a look: {provenance.warnings(flags)[0]}"

@@ -16,6 +16,11 @@ from config.settings import ApprovalRule
 
 Verdict = Literal["ask", "auto", "never"]
 
+# A job input key naming why its requester cannot be verified (an email's From header is
+# whatever the sender typed): no rule approves that job's proposals without a tap, or a
+# forged From of a trusted contact would get an automatic reply.
+UNVERIFIED = "unverified_requester"
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -48,3 +53,11 @@ def evaluate(
     ):
         return Decision("auto", kind, f"amount {amount} is below {rule.below_amount}")
     return Decision("ask", kind, "the rule asks")
+
+
+def unverified(decision: Decision, job_input: Mapping[str, Any]) -> Decision:
+    """``decision``, asked instead of auto-approved when the job's requester is unverified."""
+    why = job_input.get(UNVERIFIED)
+    if decision.verdict != "auto" or not why:
+        return decision
+    return Decision("ask", decision.rule, f"rule {decision.rule} would approve this, but {why}")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from agents.policy import UNVERIFIED
 from connectors.email import is_sendable_address
 from store import business, queries
 from store import events as ev
@@ -205,6 +206,7 @@ class Reactions:
             return self._triage(
                 {"sender": data.from_address, "ticket": f"{subject}{data.text}".strip()},
                 key=f"ticket:email:{data.message_id}",
+                unverified="the ticket came by email, whose sender anyone can forge",
             )
         if (
             isinstance(data, ev.PaymentRecorded)
@@ -217,7 +219,7 @@ class Reactions:
     def _is_ticket_event(self, event_type: str) -> bool:
         return bool(self.ticket_events) and fnmatch.fnmatchcase(event_type, self.ticket_events)
 
-    def _triage(self, ticket: dict[str, str], *, key: str) -> int:
+    def _triage(self, ticket: dict[str, str], *, key: str, unverified: str = "") -> int:
         if self.request_job is None or not ticket["ticket"]:
             return 0
         if not is_sendable_address(ticket["sender"]):
@@ -225,9 +227,12 @@ class Reactions:
                 "ticket %s: %r is not an address to reply to; dropped", key, ticket["sender"]
             )
             return 0
+        job_input = {"sender": ticket["sender"], "ticket": ticket["ticket"][:MAX_TICKET]}
+        if unverified:
+            job_input[UNVERIFIED] = unverified
         self.request_job(
             "triage",
-            {"sender": ticket["sender"], "ticket": ticket["ticket"][:MAX_TICKET]},
+            job_input,
             key=key,
             text=f"ticket from {ticket['sender']}",
         )

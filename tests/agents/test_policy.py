@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agents.policy import evaluate
+from agents.policy import UNVERIFIED, evaluate, unverified
 from bot.dispatch import Dispatcher
 from bot.messages import InboundMessage
 from config import Settings
@@ -93,3 +93,16 @@ def test_an_untrusted_recipient_still_waits(data_dir: Path) -> None:
         assert (approval.expires_at - approval.requested_at).total_seconds() == pytest.approx(
             3600, abs=5
         )
+
+
+def test_no_rule_approves_for_a_requester_who_cannot_be_verified() -> None:
+    rules = {"email.send_email": ApprovalRule(trusted_contacts=("bob@client.example",))}
+    params = {"to": "bob@client.example", "subject": "Re", "body": "Hi"}
+    by_rule = evaluate(rules, "email", "send_email", params)
+    assert by_rule.verdict == "auto"
+    assert unverified(by_rule, {"sender": "bob@client.example"}) is by_rule
+    asked = unverified(by_rule, {UNVERIFIED: "it came by email"})
+    assert (asked.verdict, asked.rule) == ("ask", "email.send_email")
+    assert asked.reason == "rule email.send_email would approve this, but it came by email"
+    refused = evaluate({"email.send_email": ApprovalRule(mode="never")}, "email", "send_email", {})
+    assert unverified(refused, {UNVERIFIED: "email"}) is refused  # never stays never

@@ -26,6 +26,7 @@ import pytest
 from pydantic import SecretStr
 
 from agents import board
+from agents.policy import UNVERIFIED
 from agents.release_flow import notes_lines, pushed_commits
 from agents.triage import board_topic
 from bot.dispatch import Dispatcher
@@ -34,6 +35,7 @@ from bot.webhook_server import WebhookServer, record_delivery
 from config import Settings
 from config.flows import load_templates, schedule_slot
 from config.settings import OutgoingTarget, WebhookSource
+from jobs.flows import _job_input
 from jobs.reactions import new_thread, ticket_of
 from jobs.runtime import Runtime, advance_flows, build_runtime
 from jobs.service import JobService
@@ -270,6 +272,11 @@ def test_tickets_from_a_webhook_and_a_new_email_thread_are_triaged_into_the_back
     assert items[1].kind == "feature" and items[1].posts == 2
     text = say(dispatcher, "/backlog")
     assert text.index("login") < text.index("Excel") and "2 customer(s)" in text
+    # The email's sender is whatever its From header says: its job is marked unverified,
+    # so no approval rule replies without a tap; a signed webhook's is not.
+    unverified = {j.text: _job_input(runtime.store.log, j.job_id).get(UNVERIFIED) for j in triaged}
+    assert unverified["ticket from dee@d.example"]
+    assert unverified["ticket from ann@a.example"] is None
 
 
 def test_the_content_flow_drafts_a_post_from_the_weeks_notes_once_per_slot(

@@ -810,17 +810,27 @@ def _injection_scenario(
         assert not [j for j in jobs if j.status == "failed"], [j.error for j in jobs]
         return len(jobs) == count and all(j.status in {"awaiting_approval", "done"} for j in jobs)
 
-    # First, clean tickets: Bob's reply goes out by the trusted-contact rule, the others wait.
+    # First, clean tickets. Bob is a trusted contact, but a ticket's sender is an email's
+    # From header, which anyone can forge: no rule sends its reply without a tap (a forged
+    # From of Bob would otherwise get an automatic reply). The note says why.
     for sender in ("bob@client.example", "carol@shop.example", "dave@shop.example"):
         mail.add(ticket_email(sender, "Export", f"Hi, {sender} here: the export fails."))
     assert service.reconciler().check_inbox() == 3  # inbox -> EmailReceived -> 3 triage jobs
     wait_for(lambda: done(3), what="the clean tickets triaged")
-    wait_for(lambda: len(executed()) == 1, what="Bob's auto-approved reply")
-    [auto] = executed()
-    assert auto.params["to"] == "bob@client.example"
-    assert queries.approval_for_action(auto.action_id).decided_by == (
-        "policy:email.send_email (bob@client.example is a trusted contact)"
-    )
+    time.sleep(0.3)  # room for anything to (wrongly) go out by rule
+    assert executed() == []
+    [bobs] = [
+        a
+        for j in queries.list_jobs()
+        for a in queries.actions_for_job(j.job_id)
+        if a.params["to"] == "bob@client.example"
+    ]
+    assert queries.approval_for_action(bobs.action_id).status == "pending"
+    assert (
+        "🔹 rule email.send_email would approve this, but the ticket came by email, "
+        "whose sender anyone can forge"
+    ) in bobs.flags
+    assert not [f for f in bobs.flags if f.startswith("⚠")]
 
     # Then Bob's address sends the injection.
     before = {j.job_id for j in queries.list_jobs()}
@@ -873,12 +883,12 @@ def _injection_scenario(
     # "Approve all" leaves it out: it is decided on its own.
     console.handle_line("/approvals")
     listing = screen.getvalue()
-    assert "2 waiting of kind email.send_email" in listing
+    assert "3 waiting of kind email.send_email" in listing
     assert "(1 flagged, to decide one by one below)" in listing
-    bundle = choice(listing, "Approve all 2", after="waiting of kind email.send_email")
+    bundle = choice(listing, "Approve all 3", after="waiting of kind email.send_email")
     console.handle_line(str(bundle))
-    assert "Approved 2 of 2" in screen.getvalue()
-    wait_for(lambda: len(executed()) == 3, what="the two clean replies sent")
+    assert "Approved 3 of 3" in screen.getvalue()
+    wait_for(lambda: len(executed()) == 3, what="the three clean replies sent")
     time.sleep(0.3)  # room for anything else to (wrongly) go out
     sent = {a.params["to"] for a in executed()}
     assert sent == {"bob@client.example", "carol@shop.example", "dave@shop.example"}
@@ -897,4 +907,4 @@ def _injection_scenario(
     assert to == "bob@client.example" and headers == [to]  # no Cc, Bcc or Reply-To
     figures.add("injected values flagged", len(injected))
     figures.add("model calls obeyed", len(chats))
-    figures.add("emails sent", 4, "(3 clean, 1 flagged after the operator's tap)")
+    figures.add("emails sent", 4, "(3 clean by one tap, 1 flagged after its own tap)")
