@@ -143,6 +143,12 @@ def _ack_other(ack: Ack, body: dict[str, Any]) -> None:
 # HTTP mode ---------------------------------------------------------------------------------
 
 
+def _own_team(context: BoltContext) -> str | None:
+    """The bot's own workspace (auth.test's team, which Bolt resolves for each request)."""
+    result = context.authorize_result
+    return result.team_id if result is not None else None
+
+
 class _SlackHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     # socketserver's default listen backlog is 5: a burst of Slack requests beyond it had
@@ -535,23 +541,29 @@ class SlackChannel(Channel):
             self._reply(msg.chat_id, reply, respond)
 
     def _on_event(self, body: dict[str, Any], context: BoltContext) -> None:
-        msg = message_from_event(body, bot_user_id=context.bot_user_id)
+        msg = message_from_event(body, bot_user_id=context.bot_user_id, own_team=_own_team(context))
         if isinstance(msg, Ignored):
             _log_ignored(msg, body.get("event_id"))
             return
         self._answer(msg)
 
-    def _on_command(self, command: dict[str, Any], respond: Respond | None) -> None:
-        msg = message_from_command(command)
+    def _on_command(
+        self, command: dict[str, Any], respond: Respond | None, context: BoltContext
+    ) -> None:
+        msg = message_from_command(command, own_team=_own_team(context))
         if isinstance(msg, Ignored):
             _log_ignored(msg, command.get("trigger_id"))
             return
         self._answer(msg, respond)
 
     def _on_button(
-        self, body: dict[str, Any], action: dict[str, Any], respond: Respond | None
+        self,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Respond | None,
+        context: BoltContext,
     ) -> None:
-        press = press_from_action(body, action)
+        press = press_from_action(body, action, own_team=_own_team(context))
         if isinstance(press, Ignored):
             _log_ignored(press, body.get("trigger_id"))
             return

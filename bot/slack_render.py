@@ -282,8 +282,17 @@ def _strip_mention(text: str, bot_user_id: str | None) -> str:
     return re.sub(r"^\s*<@[A-Z0-9]+(?:\|[^>]*)?>", "", text)
 
 
+def sender_id(user: str, sender_team: str | None, own_team: str | None) -> str:
+    """Who sent it, as the operator list names people: ``U123`` for a member of the bot's own
+    workspace, ``T999/U123`` for someone from another one (a Slack Connect channel), so an
+    operator is bound to the workspace and never matched by a user id alone."""
+    if sender_team and own_team and sender_team != own_team:
+        return f"{sender_team}/{user}"
+    return user
+
+
 def message_from_event(
-    body: Mapping[str, Any], *, bot_user_id: str | None
+    body: Mapping[str, Any], *, bot_user_id: str | None, own_team: str | None = None
 ) -> InboundMessage | Ignored:
     """Pure: the message a ``message`` or ``app_mention`` event carries for the dispatcher."""
     event = as_dict(body.get("event"))
@@ -299,9 +308,10 @@ def message_from_event(
         return Ignored(f"a {kind} event without user, channel or text")
     if kind == "app_mention":
         text = _strip_mention(text, bot_user_id)
+    team = as_str(event.get("user_team")) or as_str(body.get("team_id"))
     return InboundMessage(
         CHANNEL,
-        user,
+        sender_id(user, team, own_team),
         channel,
         as_command(plain_text(text)),
         platform_id=as_str(body.get("event_id")),
@@ -317,23 +327,28 @@ def as_command(text: str) -> str:
     return f"/{text}" if first in COMMANDS else text
 
 
-def message_from_command(command: Mapping[str, Any]) -> InboundMessage | Ignored:
+def message_from_command(
+    command: Mapping[str, Any], *, own_team: str | None = None
+) -> InboundMessage | Ignored:
     """Pure: ``/opcore lead Jane …`` -> ``/lead Jane …`` (bare ``/opcore`` -> ``/help``)."""
     user, channel = as_str(command.get("user_id")), as_str(command.get("channel_id"))
     text = command.get("text")
     if user is None or channel is None or not isinstance(text, str | None):
         return Ignored("a slash command without user or channel")
     words = plain_text(text or "").strip().lstrip("/")
+    team = as_str(command.get("user_team_id")) or as_str(command.get("team_id"))
     return InboundMessage(
         CHANNEL,
-        user,
+        sender_id(user, team, own_team),
         channel,
         f"/{words}" if words else "/help",
         platform_id=as_str(command.get("trigger_id")),
     )
 
 
-def press_from_action(body: Mapping[str, Any], action: Mapping[str, Any]) -> ButtonPress | Ignored:
+def press_from_action(
+    body: Mapping[str, Any], action: Mapping[str, Any], *, own_team: str | None = None
+) -> ButtonPress | Ignored:
     """Pure: the press of one of our buttons (its value is the opaque token)."""
     user = as_str(as_dict(body.get("user")).get("id"))
     channel = as_str(as_dict(body.get("channel")).get("id")) or as_str(
@@ -345,4 +360,8 @@ def press_from_action(body: Mapping[str, Any], action: Mapping[str, Any]) -> But
     # action_ts is a time, not an id: two people pressing in the same microsecond share it.
     stamp = as_str(action.get("action_ts")) or as_str(body.get("trigger_id"))
     platform_id = f"{user}:{stamp}" if stamp else None
-    return ButtonPress(CHANNEL, user, channel, value, platform_id=platform_id)
+    team = as_str(as_dict(body.get("user")).get("team_id")) or as_str(
+        as_dict(body.get("team")).get("id")
+    )
+    who = sender_id(user, team, own_team)
+    return ButtonPress(CHANNEL, who, channel, value, platform_id=platform_id)

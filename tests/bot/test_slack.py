@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from bot.dispatch import REFUSAL, Dispatcher
 from bot.errors import ChannelError
-from bot.messages import MAX_TEXT, Button, InboundMessage, Outbound, Reply
+from bot.messages import MAX_TEXT, Button, ButtonPress, InboundMessage, Outbound, Reply
 from bot.notifier import Notifier
 from bot.slack import MAX_BODY, SlackChannel
 from bot.slack_render import (
@@ -316,6 +316,41 @@ def test_a_stranger_is_refused_politely_once(slack: Slack) -> None:
     wait_for(lambda: slack.said("Commands:"))
     time.sleep(0.2)
     assert slack.texts().count(REFUSAL) == 1 and queries.list_jobs() == []
+
+
+def test_the_operators_user_id_from_another_workspace_is_a_stranger(slack: Slack) -> None:
+    """In a Slack Connect channel, people of another workspace post too: an operator is
+    bound to the bot's own workspace, not matched by a user id alone."""
+    slack.event(dm_event(LEAD, user_team="T_OTHER"))
+    wait_for(lambda: slack.said(REFUSAL))
+    slack.event(dm_event("/help"))  # the operator, from the bot's own workspace
+    wait_for(lambda: slack.said("Commands:"))
+    assert queries.list_jobs() == []
+
+
+def who(parsed: InboundMessage | ButtonPress | Ignored) -> str:
+    assert not isinstance(parsed, Ignored), parsed
+    return parsed.sender_id
+
+
+def test_the_sender_is_qualified_by_a_foreign_workspace_on_every_payload() -> None:
+    own = "T_OWN"
+    command = {"user_id": "U1", "channel_id": "C1", "text": "help", "team_id": own}
+    assert who(message_from_command(command, own_team=own)) == "U1"
+    shared = {**command, "user_team_id": "T_OTHER"}
+    assert who(message_from_command(shared, own_team=own)) == "T_OTHER/U1"
+    body = {"user": {"id": "U1", "team_id": "T_OTHER"}, "channel": {"id": "C1"}}
+    action = {"value": "a:tok", "action_ts": "1.2"}
+    assert who(press_from_action(body, action, own_team=own)) == "T_OTHER/U1"
+    mention = {"type": "app_mention", "user": "U1", "channel": "C1", "text": "hi"}
+    event = {"team_id": own, "event": {**mention, "user_team": "T_OTHER"}}
+    assert who(message_from_event(event, bot_user_id="B", own_team=own)) == "T_OTHER/U1"
+    assert (
+        who(message_from_event({"team_id": own, "event": mention}, bot_user_id="B", own_team=own))
+        == "U1"
+    )
+    # without the bot's own team (no auth.test answer), nothing is qualified
+    assert who(message_from_event(event, bot_user_id="B")) == "U1"
 
 
 def test_a_strangers_button_press_leaves_the_buttons_to_the_operator(slack: Slack) -> None:
