@@ -33,7 +33,7 @@ from store import events as ev
 from store import queries
 from store.errors import ConcurrencyError, NotFoundError
 from store.log import EventLog, utcnow
-from store.models import ActionRow, ApprovalRow, JobRow
+from store.models import ActionRow, ApprovalRow, EventRecord, JobRow
 from store.queries import ActionView, short_id
 
 logger = logging.getLogger(__name__)
@@ -113,11 +113,22 @@ def _duration(delta: timedelta) -> str:
     return f"{hours // 24} days"
 
 
-def _carried_out_at(log: EventLog, action_id: str) -> datetime | None:
-    for event in log.read_stream(ev.action_stream(action_id)):
-        if isinstance(event.data, ev.ActionExecuted):
-            return _aware(event.recorded_at)
-    return None
+def _carried_out(since: datetime) -> dict[str, datetime]:
+    """When each action carried out since ``since`` was (its first ``ActionExecuted``): one
+    query over the log, not one per action."""
+    query = (
+        EventRecord.select(EventRecord.stream_id, EventRecord.recorded_at)
+        .where(
+            (EventRecord.type == ev.ActionExecuted.type_name)
+            & (EventRecord.recorded_at >= _naive(since))
+        )
+        .order_by(EventRecord.position)
+    )
+    found: dict[str, datetime] = {}
+    prefix = ev.action_stream("")
+    for stream_id, recorded_at in cast(Iterable[tuple[str, datetime]], query.tuples()):
+        found.setdefault(stream_id.removeprefix(prefix), _aware(recorded_at))
+    return found
 
 
 def action_outcomes(
@@ -148,12 +159,13 @@ def action_outcomes(
     if slo.agent:
         query = query.where(JobRow.agent == slo.agent)
     allowance = timedelta(minutes=slo.within_minutes)
+    carried_out = _carried_out(since)  # approved since `since`: carried out after it
     outcomes, pending = [], 0
     rows = cast(Iterable[tuple[datetime, str, str, str, str | None, datetime, str]], query.tuples())
     for decided_at, action_id, job_id, status, error, updated_at, agent in rows:
         approved = _aware(decided_at)
         deadline = approved + allowance
-        done = _carried_out_at(log, action_id)
+        done = carried_out.get(action_id)
         if done is not None:
             good = done <= deadline
             verb = "carried out" if good else "carried out late,"
