@@ -77,6 +77,7 @@ from bot.slack_render import (
     message_from_event,
     press_from_action,
     render,
+    slack_user,
 )
 from config import Settings
 
@@ -599,7 +600,7 @@ class SlackChannel(Channel):
             reply = Reply(reply.text.split("\n")[0])
         message = as_dict(body.get("message"))
         ts = as_str(message.get("ts")) or as_str(as_dict(body.get("container")).get("message_ts"))
-        update = decided(message, reply.text, press.sender_id)
+        update = decided(message, reply.text, slack_user(press.sender_id))
         if ts is not None and not as_dict(body.get("container")).get("is_ephemeral"):
             try:
                 self._client.chat_update(
@@ -619,7 +620,7 @@ class SlackChannel(Channel):
             try:
                 self._client.chat_postEphemeral(
                     channel=press.chat_id,
-                    user=press.sender_id,
+                    user=slack_user(press.sender_id),
                     text=message.text,
                     blocks=message.blocks,
                 )

@@ -291,6 +291,11 @@ def sender_id(user: str, sender_team: str | None, own_team: str | None) -> str:
     return user
 
 
+def slack_user(sender: str) -> str:
+    """The Slack user id inside a sender id (``T999/U123`` -> ``U123``), for Slack's API."""
+    return sender.rpartition("/")[2]
+
+
 def message_from_event(
     body: Mapping[str, Any], *, bot_user_id: str | None, own_team: str | None = None
 ) -> InboundMessage | Ignored:

@@ -31,6 +31,7 @@ from bot.slack_render import (
     plain_text,
     press_from_action,
     render,
+    slack_user,
     unescape,
 )
 from config import Settings
@@ -351,6 +352,8 @@ def test_the_sender_is_qualified_by_a_foreign_workspace_on_every_payload() -> No
     )
     # without the bot's own team (no auth.test answer), nothing is qualified
     assert who(message_from_event(event, bot_user_id="B")) == "U1"
+    # what Slack's API is given back (an ephemeral answer to whoever pressed)
+    assert slack_user("T_OTHER/U1") == slack_user("U1") == "U1"
 
 
 def test_a_strangers_button_press_leaves_the_buttons_to_the_operator(slack: Slack) -> None:
