@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -93,6 +94,10 @@ class JobRunner:
         self._operator_name = operator_name
         self._retry = retry or RetryPolicy()
         self._on_checkpoint = on_checkpoint
+        # Jobs this process started and gave up on because the database failed under them:
+        # their retry here may take them back at once instead of waiting out their lease.
+        self._abandoned: set[str] = set()
+        self._abandoned_lock = threading.Lock()
 
     @property
     def budgets(self) -> Budgets | None:
@@ -112,8 +117,12 @@ class JobRunner:
         if queries.agent_paused(job.agent):
             logger.info("agent %s is paused; job %s waits in the log", job.agent, job_id)
             return RunOutcome(job_id, "paused", "")
+        with self._abandoned_lock:
+            ours = job_id in self._abandoned
+            self._abandoned.discard(job_id)
         if (
-            job.status == "running"
+            not ours
+            and job.status == "running"
             and job.started_at is not None
             and utcnow() - job.started_at < self._lease
         ):
@@ -188,6 +197,8 @@ class JobRunner:
                 meta=meta,
             )
         except StoreError as exc:  # the database itself: transient, Dramatiq retries the message
+            with self._abandoned_lock:
+                self._abandoned.add(job_id)  # nobody runs it now: the retry may take it back
             raise RetryLater(self._retry.delay_ms(1), str(exc)) from exc
         except Exception as exc:  # a bug: fail the job on record rather than leave it "running"
             logger.exception("job %s: unexpected error in agent %s", job_id, requested.agent)

@@ -21,6 +21,7 @@ from agents.signals import RetryLater
 from connectors.email import EmailConnector, OutboxDelivery
 from store import Store, queries
 from store import events as ev
+from store.errors import DatabaseError
 from tests.builders import request_job
 
 
@@ -104,6 +105,39 @@ def test_a_redelivered_job_runs_once(store: Store, tmp_path: Path) -> None:
     runner.run(job)
     assert types(store).count("JobStarted") == 1
     assert len(queries.actions_for_job(job)) == 1
+
+
+class DatabaseDropsOnce(ModelProvider):
+    """The database fails under the first model call (a restart); then all is well."""
+
+    name = "flaky-db"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._offline = OfflineProvider()
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        if self.calls == 1:
+            raise DatabaseError("server closed the connection unexpectedly")
+        return self._offline.complete(request)
+
+
+def test_a_job_the_database_failed_under_is_taken_back_by_its_retry_at_once(
+    store: Store, tmp_path: Path
+) -> None:
+    runner = make_runner(store, tmp_path, DatabaseDropsOnce())
+    job = request(store)
+    with pytest.raises(RetryLater):
+        runner.run(job)
+    assert queries.get_job(job).status == "running"  # its lease has not run out
+    # Another worker (another process) still keeps off a job running within its lease…
+    assert make_runner(store, tmp_path).run(job).status == "claimed-elsewhere"
+    # …but the retry in the process that gave it up takes it back at once, instead of
+    # leaving it to the reconciler after the lease (10 minutes by default).
+    outcome = runner.run(job)
+    assert outcome.status == "awaiting_approval"
+    assert types(store).count("JobStarted") == 2
 
 
 def test_workers_racing_for_one_job_start_it_once(store: Store, tmp_path: Path) -> None:
